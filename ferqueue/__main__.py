@@ -1,0 +1,3 @@
+from ferqueue.cli import main
+
+main()

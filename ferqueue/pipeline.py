@@ -1,0 +1,123 @@
+"""The paper's four scenarios as a pipeline of jobs.
+
+For each model: (1) train a baseline and attack it, (2) generate adversarial examples of the
+training images once and store them, (3) adversarially train on original + stored examples,
+(4) attack the hardened model again. Evaluations are white-box: every attack is re-run
+against the model being judged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ferqueue.errors import ConfigError
+
+PAPER_EPSILONS = (0.01, 0.02, 0.03, 0.04, 0.05)
+
+
+def eval_attack_specs(epsilons, pixel_queries: int = 100, pgd: bool = True, pixel_method: str = "random") -> list[str]:
+    specs = [f"fgsm:eps={eps:g}" for eps in epsilons]
+    if pgd:
+        specs += [f"pgd:eps={eps:g},steps=10" for eps in epsilons]
+    if pixel_queries:
+        budget = "queries" if pixel_method == "random" else "maxiter"
+        specs.append(f"pixel:k=1,method={pixel_method},{budget}={pixel_queries}")
+    return specs
+
+
+@dataclass
+class PaperPlan:
+    models: list[str]
+    dataset_id: int
+    split_id: int
+    train: dict
+    adv_train: dict
+    weights: str = "auto"
+    eval_attacks: list[str] = field(default_factory=list)
+    store_attacks: list[str] = field(default_factory=lambda: ["fgsm:eps=0.01", "pixel:k=1,method=random,queries=100"])
+    shard_size: int = 256
+    eval_limit: int | None = None
+
+    def steps(self) -> list[dict]:
+        if not self.models:
+            raise ConfigError("no models to run")
+        common = {"dataset_id": self.dataset_id, "split_id": self.split_id}
+        steps: list[dict] = []
+        for model in self.models:
+            base, gen, adv = f"train-{model}-standard", f"generate-{model}", f"train-{model}-offline_adv"
+            steps += [
+                {"name": base, "kind": "train",
+                 "args": {**common, "architecture": model, "mode": "standard", "train": self.train,
+                          "weights": self.weights}},
+                {"name": f"evaluate-{model}-standard", "kind": "evaluate",
+                 "args": {**common, "attacks": self.eval_attacks, "limit": self.eval_limit},
+                 "refs": {"artifact_id": f"{base}.artifact_id"}},
+                {"name": gen, "kind": "generate",
+                 "args": {**common, "attacks": self.store_attacks, "subset": "train",
+                          "shard_size": self.shard_size},
+                 "refs": {"artifact_id": f"{base}.artifact_id"}},
+                {"name": adv, "kind": "train",
+                 "args": {**common, "architecture": model, "mode": "offline_adv", "train": self.adv_train,
+                          "weights": self.weights},
+                 "refs": {"store_job_id": f"{gen}.job_id"}},
+                {"name": f"evaluate-{model}-offline_adv", "kind": "evaluate",
+                 "args": {**common, "attacks": self.eval_attacks, "limit": self.eval_limit},
+                 "refs": {"artifact_id": f"{adv}.artifact_id"}},
+            ]
+        return steps
+
+
+@dataclass
+class ComparePlan:
+    """Baseline vs offline vs online adversarial training, same data, epochs and seed.
+
+    Offline stores FGSM(adv_eps) examples of the training images once (made against the
+    baseline); online regenerates FGSM(adv_eps) against the current weights every batch. Both
+    see each training image twice per epoch (clean + adversarial). Every model is judged by
+    white-box attacks re-run on itself, and by the transfer set: examples of the test images
+    made once against the baseline.
+    """
+
+    model: str
+    dataset_id: int
+    split_id: int
+    train: dict
+    adv_eps: float = 0.01
+    weights: str = "auto"
+    eval_attacks: list[str] = field(default_factory=list)
+    transfer_attacks: list[str] = field(default_factory=list)
+    store_attacks: list[str] | None = None
+    online_modes: tuple[str, ...] = ("online_fgsm",)
+    shard_size: int = 256
+    eval_limit: int | None = None
+    prefix: str = ""
+
+    def steps(self) -> list[dict]:
+        common = {"dataset_id": self.dataset_id, "split_id": self.split_id}
+        store = self.store_attacks or [f"fgsm:eps={self.adv_eps:g}"]
+        p, m = self.prefix, self.model
+        base, gen, transfer = f"{p}train-{m}-standard", f"{p}generate-{m}-train", f"{p}generate-{m}-transfer"
+
+        def train_step(mode: str, refs: dict | None = None) -> dict:
+            return {"name": f"{p}train-{m}-{mode}", "kind": "train", "refs": refs or {},
+                    "args": {**common, "architecture": m, "mode": mode, "weights": self.weights,
+                             "train": {**self.train, "adv_eps": self.adv_eps}}}
+
+        steps = [
+            train_step("standard"),
+            {"name": gen, "kind": "generate", "refs": {"artifact_id": f"{base}.artifact_id"},
+             "args": {**common, "attacks": store, "subset": "train", "shard_size": self.shard_size}},
+        ]
+        if self.transfer_attacks:
+            steps.append({"name": transfer, "kind": "generate", "refs": {"artifact_id": f"{base}.artifact_id"},
+                          "args": {**common, "attacks": self.transfer_attacks, "subset": "test",
+                                   "shard_size": self.shard_size, "limit": self.eval_limit}})
+        steps.append(train_step("offline_adv", {"store_job_id": f"{gen}.job_id"}))
+        steps += [train_step(mode) for mode in self.online_modes]
+        for mode in ("standard", "offline_adv", *self.online_modes):
+            refs = {"artifact_id": f"{p}train-{m}-{mode}.artifact_id"}
+            if self.transfer_attacks:
+                refs["transfer_store_job_id"] = f"{transfer}.job_id"
+            steps.append({"name": f"{p}evaluate-{m}-{mode}", "kind": "evaluate", "refs": refs,
+                          "args": {**common, "attacks": self.eval_attacks, "limit": self.eval_limit}})
+        return steps

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv and install ferqueue (editable, with test tools) when missing or out of date.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "ferqueue: creating .venv with $($python --version)" >&2
+  "$python" -m venv .venv
+fi
+stamp=.venv/.ferqueue-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "ferqueue: installing dependencies into .venv (TensorFlow is large: a minute or two)" >&2
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[dev]"
+  touch "$stamp"
+fi

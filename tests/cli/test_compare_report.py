@@ -1,0 +1,91 @@
+"""`ferqueue compare` and `ferqueue report` on real runs."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from ferqueue.cli import main
+
+FAST = ["--dataset", "synthetic:140", "--epochs", "2", "--eps", "0.02", "--pixel-queries", "10", "--no-pgd",
+        "--eval-limit", "20"]
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture
+def compared(settings):
+    return invoke("compare", *FAST, "--experiment", "cmp")
+
+
+def test_compare_trains_three_models_and_charges_offline_generation(compared, settings):
+    from ferqueue.db.queries import comparison
+    from ferqueue.db.session import open_database
+    from ferqueue.ledger import find_experiment
+
+    assert "offline_adv" in compared.output and "online_fgsm" in compared.output and "transfer" in compared.output
+    db = open_database(settings.database_url)
+    table = comparison(db, find_experiment(db, "cmp").id)
+    assert table["modes"] == ["standard", "offline_adv", "online_fgsm"] and table["n_splits"] == 1
+    keys = {(c["setting"], c["attack"]) for c in table["accuracy"]}
+    assert keys == {("clean", "none"), ("whitebox", "fgsm-eps0.02"), ("whitebox", "pixel-random-k1-q10"),
+                    ("transfer", "fgsm-eps0.02"), ("transfer", "pixel-random-k1-q10")}
+    compute = {c["mode"]: c for c in table["compute"]}
+    n_train = 112
+    assert compute["standard"]["gradient_evals"] == 2 * n_train
+    assert compute["offline_adv"]["examples_seen"] == compute["online_fgsm"]["examples_seen"] == 2 * 2 * n_train
+    assert compute["online_fgsm"]["gradient_evals"] == 2 * 3 * n_train, "one extra input gradient per example"
+    assert compute["offline_adv"]["generation_evals"] == n_train and compute["offline_adv"]["generation_seconds"] > 0
+    assert compute["offline_adv"]["total_seconds"] > compute["offline_adv"]["train_seconds"]
+    # the baseline's transfer rows are its own white-box examples: they must agree exactly
+    cells = {(c["setting"], c["attack"]): c["values"] for c in table["accuracy"]}
+    assert cells[("transfer", "fgsm-eps0.02")]["standard"] == cells[("whitebox", "fgsm-eps0.02")]["standard"]
+
+
+def test_compare_runs_every_subject_fold(settings):
+    from ferqueue.db.models import SplitRow
+    from ferqueue.db.queries import comparison
+    from ferqueue.db.session import open_database
+    from ferqueue.ledger import find_experiment
+
+    result = invoke("compare", *FAST, "--epochs", "1", "--folds", "2", "--no-transfer", "--experiment", "folds")
+    assert "mean ± std over 2 folds" in result.output
+    db = open_database(settings.database_url)
+    assert comparison(db, find_experiment(db, "folds").id)["n_splits"] == 2
+    with db.session() as s:
+        assert sorted((r.kind, r.n_folds, r.fold) for r in s.query(SplitRow)) == [("subject", 2, 0), ("subject", 2, 1)]
+
+
+def test_compare_refuses_bad_options_before_work(settings):
+    for args, message in ((["--online", "online_pgd"], "online_pgd"), (["--folds", "1"], "--folds"),
+                          (["--model", "tiny_cnn,edl"], "one model"), (["--adv-eps", "0"], "0")):
+        result = CliRunner().invoke(main, ["compare", *FAST, *args])
+        assert result.exit_code != 0 and message in result.output
+
+
+def test_report_writes_plots_and_summary(compared, settings, tmp_path):
+    out = tmp_path / "report"
+    invoke("report", "cmp", "--out", str(out))
+    names = {p.name for p in out.iterdir()}
+    assert {"accuracy-vs-eps.png", "summary.md"} <= names
+    assert sum(n.startswith("curves-run") for n in names) == 3
+    assert sum(n.startswith("confusion-") for n in names) == 3
+    assert sum(n.startswith("examples-") for n in names) == 3
+    for png in out.glob("*.png"):
+        with Image.open(png) as image:
+            assert image.size[0] > 300
+    summary = (out / "summary.md").read_text()
+    for needle in ("Table 1", "Compute", "Classification report", "sadness", "offline_adv", "transfer"):
+        assert needle in summary
+    runs = json.loads(invoke("runs", "--format", "json").output)
+    single = tmp_path / "single"
+    invoke("report", f"run:{runs[0]['run_id']}", "--out", str(single), "--no-examples")
+    assert (single / f"curves-run{runs[0]['run_id']}.png").exists()
+    assert not list(single.glob("examples-*"))
+    bad = CliRunner().invoke(main, ["report", "nope"])
+    assert bad.exit_code != 0 and "nope" in bad.output

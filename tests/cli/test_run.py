@@ -1,0 +1,135 @@
+"""`ferqueue run` end to end on real files and SQLite, and its answers to bad input."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from ferqueue.cli import main
+
+FAST = ["--epochs", "3", "--adv-epochs", "2", "--eps", "0.02,0.04", "--pixel-queries", "10", "--no-pgd",
+        "--eval-limit", "20", "--experiment", "demo"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def finished_run(settings):
+    result = invoke("run", "--dataset", "synthetic:140", *FAST)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def _counts(settings):
+    import sqlite3
+
+    con = sqlite3.connect(settings.home / "ferqueue.db")
+    try:
+        return {t: con.execute(f"select count(*) from {t}").fetchone()[0]
+                for t in ("jobs", "shards", "training_runs", "evaluations", "model_artifacts")}
+    finally:
+        con.close()
+
+
+def test_run_records_all_four_scenarios(finished_run, settings):
+    out = finished_run.output
+    assert "results" in out and "offline_adv" in out and "fgsm-eps0.04" in out
+    rows = json.loads(invoke("results", "--experiment", "demo", "--format", "json").output)
+    # 2 models (baseline, hardened) x (clean + 2 FGSM + 1 one-pixel)
+    assert len(rows) == 8
+    assert {(r["mode"], r["setting"]) for r in rows} == {("standard", "clean"), ("standard", "whitebox"),
+                                                         ("offline_adv", "clean"), ("offline_adv", "whitebox")}
+    assert all(r["n"] == 20 for r in rows)
+    runs = json.loads(invoke("runs", "--format", "json").output)
+    assert [r["mode"] for r in runs] == ["standard", "offline_adv"]
+    assert runs[1]["generation_seconds"] > 0 and runs[1]["examples_seen"] == 2 * 3 * 112
+    assert all(r["num_params"] > 0 and r["wall_seconds"] > 0 for r in runs)
+    csv_out = invoke("results", "--format", "csv").output.splitlines()
+    assert csv_out[0].startswith("experiment,") and len(csv_out) == 9
+
+
+def test_store_verify_passes_then_catches_an_altered_shard(finished_run, settings):
+    from ferqueue import ledger
+    from ferqueue.db.session import open_database
+
+    db = open_database(settings.database_url)
+    with db.session() as s:
+        from ferqueue.db.models import Job
+
+        gen = s.query(Job).filter(Job.kind == "generate").one()
+    ok = invoke("store", "verify", str(gen.id))
+    assert ok.exit_code == 0 and "checksums match" in ok.output
+    shown = invoke("store", "show", str(gen.id))
+    assert "fgsm-eps0.01" in shown.output and "pixel-random-k1-q10" in shown.output and "float32" in shown.output
+    shard = ledger.shards(db, gen.id)[0]
+    with h5py.File(shard.path, "r+") as handle:
+        handle["images"][0, 0, 0, 0] = np.float32(0.123)
+    bad = CliRunner().invoke(main, ["store", "verify", str(gen.id)])
+    assert bad.exit_code != 0 and shard.path in bad.output + str(bad.stderr if bad.stderr_bytes else "")
+
+
+def _ck_folder(root, classes=("anger", "happy")):
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (48, 48), dtype=np.uint8)).save(root / c / f"S{i:03d}_001_0001.png")
+    return root
+
+
+@pytest.mark.parametrize("case", ["missing", "empty_class", "unknown_class", "corrupt", "csv_column",
+                                  "eps_high", "eps_zero", "model", "attack", "store_eps"])
+def test_bad_input_gets_a_clear_error_and_keeps_what_is_stored(case, finished_run, settings, tmp_path):
+    before = _counts(settings)
+    files_before = sorted(p.name for p in settings.store_root.rglob("*"))
+    args, expect = {
+        "missing": (["--dataset", str(tmp_path / "nope")], "nope"),
+        "empty_class": (None, "fear"),
+        "unknown_class": (None, "grumpy"),
+        "corrupt": (None, "S001_001_0001.png"),
+        "csv_column": (None, "Usage"),
+        "eps_high": (["--eps", "0.01,1.5"], "1.5"),
+        "eps_zero": (["--eps", "0"], "0"),
+        "model": (["--models", "resnet50"], "resnet50"),
+        "attack": (["--attack", "warp:eps=0.1"], "warp"),
+        "store_eps": (["--store-eps", "2"], "2"),
+    }[case]
+    if case == "empty_class":
+        root = _ck_folder(tmp_path / "ck")
+        (root / "fear").mkdir()
+        args = ["--dataset", str(root)]
+    elif case == "unknown_class":
+        root = _ck_folder(tmp_path / "ck", ("anger", "grumpy"))
+        args = ["--dataset", str(root)]
+    elif case == "corrupt":
+        root = _ck_folder(tmp_path / "ck")
+        (root / "happy" / "S001_001_0001.png").write_bytes(b"not a png")
+        args = ["--dataset", str(root)]
+    elif case == "csv_column":
+        path = tmp_path / "fer.csv"
+        path.write_text("emotion,pixels,Usages\n0," + " ".join(["0"] * 2304) + ",Training\n")
+        args = ["--dataset", str(path)]
+    elif args[0] != "--dataset":
+        args = ["--dataset", "synthetic:140", *args]
+    result = CliRunner().invoke(main, ["run", *args, "--epochs", "1"])
+    assert result.exit_code != 0
+    assert expect in result.output, result.output
+    assert "Traceback" not in result.output
+    assert _counts(settings) == before, "a refused run stores nothing and loses nothing"
+    assert sorted(p.name for p in settings.store_root.rglob("*")) == files_before
+
+
+def test_results_with_an_unknown_experiment_names_it(settings):
+    result = CliRunner().invoke(main, ["results", "--experiment", "nonesuch"])
+    assert result.exit_code != 0 and "nonesuch" in result.output
+
+
+def test_info_and_db_commands(settings):
+    assert "sqlite" in invoke("info").output
+    assert "0001" in invoke("db", "upgrade").output
+    assert "0001" in invoke("db", "current").output

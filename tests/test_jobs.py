@@ -1,0 +1,163 @@
+"""Generation, training and evaluation jobs on the local executor, with real files and SQLite."""
+
+import h5py
+import numpy as np
+import pytest
+from fq_helpers import register_tiny
+
+from ferqueue import jobs, ledger
+from ferqueue.db.models import Job, Shard, TrainingRun
+from ferqueue.errors import ConfigError, StoreError
+from ferqueue.store import AdversarialStore
+
+
+@pytest.fixture
+def generated(rt, synthetic_small, tiny_model_file):
+    ds_row, split_row, split, artifact = register_tiny(rt, synthetic_small, model_file=tiny_model_file)
+    job = jobs.plan_generate(rt, artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
+                             attacks=["fgsm:eps=0.02", "pixel:k=1,method=random,queries=20"], shard_size=64)
+    jobs.LocalExecutor(rt).run(job.id)
+    return ledger.get(rt.db, Job, job.id), split, ds_row, split_row, artifact
+
+
+def test_generate_job_stores_every_training_example_once_in_order(generated, synthetic_small):
+    job, split, _ds, _sr, _art = generated
+    n = len(split.train)
+    assert job.status == "done" and job.merge_count == 1
+    assert job.n_shards == 2 * int(np.ceil(n / 64))
+    store = AdversarialStore(job.store_path, job.store_sha256)
+    assert sorted(store.attacks) == ["fgsm-eps0.02", "pixel-random-k1-q20"]
+    for key in store.attacks:
+        part = store.read(key, ("images", "labels", "source_index", "l0", "linf"))
+        np.testing.assert_array_equal(part["source_index"], split.train)
+        np.testing.assert_array_equal(part["labels"], synthetic_small.labels[split.train])
+        assert part["images"].dtype == np.float32
+    fgsm = store.read("fgsm-eps0.02", ("images", "source_index"))
+    clean = synthetic_small.images[split.train]
+    assert np.abs(fgsm["images"] - clean).max() == pytest.approx(0.02, abs=1e-6)
+    assert np.all(store.read("pixel-random-k1-q20", ("l0",))["l0"] == 1)
+    assert job.result["n_examples"] == 2 * n
+
+
+def test_rerunning_a_finished_job_changes_nothing(rt, generated):
+    job, *_ = generated
+    before = [(s.path, s.sha256, s.attempts) for s in ledger.shards(rt.db, job.id)]
+    jobs.LocalExecutor(rt).run(job.id)
+    for shard in ledger.shards(rt.db, job.id):
+        assert jobs.run_shard(rt, shard.id)["status"] == "skipped"
+    assert [(s.path, s.sha256, s.attempts) for s in ledger.shards(rt.db, job.id)] == before
+    assert ledger.get(rt.db, Job, job.id).merge_count == 1
+
+
+def test_merge_refuses_an_altered_shard_and_keeps_the_files(rt, synthetic_small, tiny_model_file):
+    ds_row, split_row, _split, artifact = register_tiny(rt, synthetic_small, model_file=tiny_model_file)
+    job = jobs.plan_generate(rt, artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
+                             attacks=["fgsm:eps=0.01"], shard_size=100)
+    shards = ledger.shards(rt.db, job.id)
+    for shard in shards:
+        jobs.run_shard(rt, shard.id)
+    victim = ledger.get(rt.db, Shard, shards[0].id)
+    with h5py.File(victim.path, "r+") as handle:
+        handle["images"][0, 0, 0, 0] = 0.5
+    with pytest.raises(StoreError, match="altered|bytes"):
+        jobs.merge_if_complete(rt, job.id)
+    failed = ledger.get(rt.db, Job, job.id)
+    assert failed.status == "failed" and ("altered" in failed.error or "bytes" in failed.error)
+    assert all(ledger.get(rt.db, Shard, s.id).status == "done" for s in shards), "the ledger keeps every shard"
+
+
+def test_plan_rejects_bad_attacks_before_anything_is_stored(rt, synthetic_small, tiny_model_file):
+    ds_row, split_row, _split, artifact = register_tiny(rt, synthetic_small, model_file=tiny_model_file)
+    for bad, message in (("fgsm:eps=1.5", "1.5"), ("warp:eps=0.1", "warp"), ("fgsm:eps=0.1,foo=2", "foo")):
+        with pytest.raises(ConfigError, match=message):
+            jobs.plan_generate(rt, artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
+                               attacks=[bad])
+    with rt.db.session() as s:
+        assert s.query(Job).count() == 0
+
+
+def test_offline_adversarial_training_uses_the_store_and_charges_its_cost(rt, generated):
+    job, split, ds_row, split_row, _art = generated
+    train = jobs.plan_train(rt, dataset_id=ds_row.id, split_id=split_row.id, architecture="tiny_cnn",
+                            mode="offline_adv", train={"epochs": 2, "lr": 3e-3, "augment": False},
+                            weights="random", store_job_id=job.id)
+    outcome = jobs.run_train(rt, train.id)
+    run = ledger.get(rt.db, TrainingRun, outcome["run_id"])
+    assert run.status == "done" and run.mode == "offline_adv"
+    assert run.examples_seen == 2 * 3 * len(split.train), "original + two stored attacks, two epochs"
+    assert run.generation_seconds > 0 and run.generation_gradient_evals > 0
+    assert len(run.history["val_accuracy"]) == 2
+
+
+def test_offline_training_refuses_a_store_of_test_images(rt, synthetic_small, tiny_model_file):
+    ds_row, split_row, _split, artifact = register_tiny(rt, synthetic_small, model_file=tiny_model_file)
+    gen = jobs.plan_generate(rt, artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
+                             attacks=["fgsm:eps=0.01"], subset="test")
+    jobs.LocalExecutor(rt).run(gen.id)
+    train = jobs.plan_train(rt, dataset_id=ds_row.id, split_id=split_row.id, architecture="tiny_cnn",
+                            mode="offline_adv", train={"epochs": 1}, weights="random", store_job_id=gen.id)
+    with pytest.raises(StoreError, match="leak test images"):
+        jobs.run_train(rt, train.id)
+    assert ledger.get(rt.db, Job, train.id).status == "failed"
+
+
+def test_offline_training_refuses_a_store_of_another_split(rt, synthetic_small, tiny_model_file, generated):
+    job, _split, ds_row, _sr, _art = generated
+    _ds, other_split_row, _s, _a = register_tiny(rt, synthetic_small, split_kind="subject")
+    train = jobs.plan_train(rt, dataset_id=ds_row.id, split_id=other_split_row.id, architecture="tiny_cnn",
+                            mode="offline_adv", train={"epochs": 1}, weights="random", store_job_id=job.id)
+    with pytest.raises(StoreError, match="split_fingerprint"):
+        jobs.run_train(rt, train.id)
+
+
+def test_evaluate_writes_clean_whitebox_and_transfer_rows(rt, synthetic_small, tiny_model_file):
+    from ferqueue.db.queries import results
+
+    ds_row, split_row, split, artifact = register_tiny(rt, synthetic_small, model_file=tiny_model_file)
+    gen = jobs.plan_generate(rt, artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
+                             attacks=["fgsm:eps=0.03"], subset="test")
+    jobs.LocalExecutor(rt).run(gen.id)
+    ev = jobs.plan_evaluate(rt, artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
+                            attacks=["fgsm:eps=0.03", "pgd:eps=0.03,steps=5"], transfer_store_job_id=gen.id)
+    jobs.run_evaluate(rt, ev.id)
+    rows = results(rt.db)
+    by = {(r["setting"], r["attack_key"]): r for r in rows}
+    assert set(by) == {("clean", "none"), ("whitebox", "fgsm-eps0.03"), ("whitebox", "pgd-eps0.03-steps5"),
+                       ("transfer", "fgsm-eps0.03")}
+    assert all(r["n"] == len(split.test) for r in rows)
+    clean = by[("clean", "none")]["accuracy"]
+    assert by[("whitebox", "pgd-eps0.03-steps5")]["accuracy"] <= by[("whitebox", "fgsm-eps0.03")]["accuracy"] < clean
+    # stored examples made against this very model score exactly like the white-box FGSM re-run
+    assert by[("transfer", "fgsm-eps0.03")]["accuracy"] == pytest.approx(by[("whitebox", "fgsm-eps0.03")]["accuracy"])
+    assert by[("transfer", "fgsm-eps0.03")]["source_artifact_id"] == artifact.id
+    jobs.run_evaluate(rt, ev.id)  # finished: a no-op, no duplicate rows
+    assert len(results(rt.db)) == 4
+
+
+def test_pipeline_runs_each_step_once_and_records_failure(rt, synthetic_small):
+    from ferqueue.pipeline import PaperPlan
+
+    ds_row, split_row, _split, _ = register_tiny(rt, synthetic_small)
+    plan = PaperPlan(models=["tiny_cnn"], dataset_id=ds_row.id, split_id=split_row.id,
+                     train={"epochs": 1, "augment": False}, adv_train={"epochs": 1, "augment": False},
+                     weights="random", eval_attacks=["fgsm:eps=0.02"],
+                     store_attacks=["fgsm:eps=0.01"], shard_size=200, eval_limit=20)
+    pipeline = jobs.plan_pipeline(rt, plan.steps())
+    jobs.LocalExecutor(rt).run(pipeline.id)
+    children = ledger.children(rt.db, pipeline.id)
+    assert [c.step for c in children] == [s["name"] for s in plan.steps()]
+    assert all(c.status == "done" for c in children)
+    assert ledger.get(rt.db, Job, pipeline.id).status == "done"
+    assert jobs.advance_pipeline(rt, pipeline.id) == []
+
+    bad = jobs.plan_pipeline(rt, [{"name": "t", "kind": "train", "args": {
+        "dataset_id": ds_row.id, "split_id": split_row.id, "architecture": "tiny_cnn", "mode": "offline_adv",
+        "train": {"epochs": 1}, "weights": "random", "store_job_id": children[0].id}}])
+    with pytest.raises(StoreError):
+        jobs.LocalExecutor(rt).run(bad.id)
+    assert ledger.get(rt.db, Job, bad.id).status == "failed"
+    assert "not a finished generation job" in ledger.get(rt.db, Job, bad.id).error
+
+
+def test_store_paths_stay_under_the_store_root(rt):
+    assert rt.settings.store_root in jobs.store_dir(rt, 7).parents

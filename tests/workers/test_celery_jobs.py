@@ -1,0 +1,315 @@
+"""Jobs on real Celery worker processes against the local Redis, with SQLite and PostgreSQL ledgers.
+
+Each test checks the merged store example by example: exactly the planned source indices, in
+order, once each, whatever happened to workers or broker on the way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from fq_cluster import FERQUEUE
+
+from ferqueue import jobs, ledger
+from ferqueue.db.models import Job, Shard
+from ferqueue.executors import CeleryExecutor
+from ferqueue.store import AdversarialStore
+
+pytestmark = pytest.mark.redis
+
+LIMIT = 144  # three shards of 48
+SLOW_PIXEL = "pixel:k=1,method=random,queries=150"  # about 3 s per shard of 48 images here
+
+
+def _plan(cluster, rt, attacks, shard_size=48, limit=None):
+    return jobs.plan_generate(rt, artifact_id=cluster.artifact.id, dataset_id=cluster.ds_row.id,
+                              split_id=cluster.split_row.id, attacks=attacks, shard_size=shard_size, limit=limit)
+
+
+def _cli(*args):
+    from ferqueue.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_store_exact(cluster, rt, job_id: int, limit: int | None = None) -> Job:
+    """The job is done, merged once, and its store holds each expected example once, in order."""
+    job = ledger.get(rt.db, Job, job_id)
+    assert job.status == "done", f"job {job_id} is {job.status}: {job.error}\n{cluster.log_tail()}"
+    assert job.merge_count == 1
+    expected = cluster.split.train[:limit]
+    store = AdversarialStore(job.store_path, job.store_sha256)  # also checks the recorded sha256
+    for key in store.attacks:
+        part = store.read(key, ("source_index", "labels"))
+        np.testing.assert_array_equal(part["source_index"], expected)
+        np.testing.assert_array_equal(part["labels"], cluster.labels[expected])
+    assert job.result["n_examples"] == len(expected) * len(store.attacks)
+    recorded = {Path(s.path).name for s in ledger.shards(rt.db, job_id)}
+    left = {p.name for p in Path(job.store_path).parent.iterdir()} - {"store.h5", ".merge.lock"}
+    assert left == recorded, "only the recorded shard files remain: no half-written or surplus file"
+    return job
+
+
+def _generate_on_workers(cluster, rt) -> None:
+    job = _plan(cluster, rt, ["fgsm:eps=0.02", "pixel:k=1,method=random,queries=20"])
+    executor = CeleryExecutor(rt)
+    task_ids = executor.submit(job.id)
+    assert len(task_ids) == job.n_shards == 2 * 7
+    cluster.wait_for_job(rt, job.id)
+    done = assert_store_exact(cluster, rt, job.id)
+    shards = ledger.shards(rt.db, job.id)
+    assert all(s.status == "done" and s.attempts == 1 and s.worker and s.started_at and s.finished_at
+               and s.seconds > 0 for s in shards)
+    outcomes = [executor.app.AsyncResult(t).get(timeout=30) for t in task_ids]
+    assert sum("merge_task" in o for o in outcomes) == 1, "the merge is enqueued exactly once"
+    assert done.result["shard_seconds"] > 0
+
+
+def test_generate_job_completes_on_workers_sqlite(shared_cluster):
+    _generate_on_workers(shared_cluster, shared_cluster.runtime())
+
+
+@pytest.mark.postgres
+def test_generate_job_completes_on_workers_postgres(make_cluster, pg_settings):
+    cluster = make_cluster(pg_settings.database_url)
+    rt = cluster.runtime()
+    assert rt.db.engine.dialect.name == "postgresql"
+    cluster.start_worker(queues="generate", concurrency=2, via_cli=True)
+    _generate_on_workers(cluster, rt)
+
+
+def test_worker_child_killed_mid_shard_is_redone_without_duplicates(make_cluster):
+    cluster = make_cluster()
+    rt = cluster.runtime()
+    worker, _node = cluster.start_worker(queues="generate", concurrency=1)
+    job = _plan(cluster, rt, [SLOW_PIXEL], limit=LIMIT)
+    CeleryExecutor(rt).submit(job.id)
+
+    def attacking_shard():
+        # after one shard is done TensorFlow is warm, so a running shard is in its attack
+        rows = ledger.shards(rt.db, job.id)
+        running = [s for s in rows if s.status == "running" and s.attempts == 1]
+        if any(s.status == "done" for s in rows) and running and \
+                (ledger.now() - running[0].started_at).total_seconds() > 1.0:
+            return running[0]
+        return None
+
+    victim = cluster.wait(attacking_shard, 150, "a shard in the middle of its attack")
+    child_pid = int(victim.worker.rsplit(":", 1)[1])
+    assert child_pid != worker.pid, "the shard runs in a pool child"
+    os.kill(child_pid, signal.SIGKILL)
+    cluster.wait_for_job(rt, job.id)
+    assert_store_exact(cluster, rt, job.id, limit=LIMIT)
+    redone = ledger.get(rt.db, Shard, victim.id)
+    assert redone.attempts >= 2 and redone.worker != victim.worker
+    assert worker.poll() is None, "the worker survived the loss of its child"
+
+
+def test_broker_flushed_mid_job_is_completed_by_resume(make_cluster, monkeypatch):
+    cluster = make_cluster()
+    cluster.use(monkeypatch)
+    rt = cluster.runtime()
+    first, _ = cluster.start_worker(queues="generate", concurrency=1)
+    job = _plan(cluster, rt, ["fgsm:eps=0.01", SLOW_PIXEL], limit=LIMIT)
+    CeleryExecutor(rt).submit(job.id)
+
+    def some_done_one_running():
+        rows = ledger.shards(rt.db, job.id)
+        return sum(s.status == "done" for s in rows) >= 4 and any(s.status == "running" for s in rows)
+
+    cluster.wait(some_done_one_running, 150, "four shards done and one running")
+    cluster.kill(first)  # SIGKILL the whole worker: the running shard is lost with it
+    lost = [s.id for s in ledger.shards(rt.db, job.id) if s.status == "running"]
+    cluster.flush()  # the broker loses every queued and unacked message
+    store = Path(jobs.store_dir(rt, job.id))
+    (store / ".shard-00005-killed.h5.tmp").write_bytes(b"half an HDF5 file")  # what a kill mid-write leaves
+    (store / "shard-00099-0123456789ab.h5").write_bytes(b"a file the ledger never recorded")
+    cluster.start_worker(queues="generate", concurrency=1, via_cli=True)
+    time.sleep(2)
+    assert ledger.get(rt.db, Job, job.id).status == "running", "nothing is queued any more"
+
+    result = _cli("resume", job.id)
+    unfinished = [s for s in ledger.shards(rt.db, job.id) if s.status != "done"]
+    assert f"re-enqueued {len(unfinished)} tasks" in result.output
+    cluster.wait_for_job(rt, job.id)
+    assert_store_exact(cluster, rt, job.id, limit=LIMIT)
+    assert all(ledger.get(rt.db, Shard, shard_id).attempts == 2 for shard_id in lost)
+
+
+def test_two_merges_at_once_merge_once(shared_cluster, monkeypatch):
+    from workers import tasks
+
+    cluster = shared_cluster
+    cluster.use(monkeypatch)
+    rt = cluster.runtime()
+    job = _plan(cluster, rt, ["fgsm:eps=0.01"], shard_size=64)
+    for shard in ledger.shards(rt.db, job.id):
+        jobs.run_shard(rt, shard.id)
+    assert ledger.claim_merge(rt.db, job.id)
+    executor = CeleryExecutor(rt)
+    sent = [executor.enqueue_merge(job.id) for _ in range(2)]  # two worker children take one each
+    outcomes = [executor.app.AsyncResult(t).get(timeout=120) for t in sent]
+    assert sum("n_examples" in o for o in outcomes) == 1, outcomes
+    assert_store_exact(cluster, rt, job.id)
+    # redelivered shard tasks of the finished job change nothing
+    from workers.celery_app import GENERATE_SHARD
+
+    before = [(s.path, s.attempts) for s in ledger.shards(rt.db, job.id)]
+    again = [executor.app.send_task(GENERATE_SHARD, args=[job.id, s.id], queue="generate")
+             for s in ledger.shards(rt.db, job.id)]
+    assert {r.get(timeout=60)["status"] for r in again} == {"skipped"}
+    assert [(s.path, s.attempts) for s in ledger.shards(rt.db, job.id)] == before
+    assert_store_exact(cluster, rt, job.id)
+
+    # the task body itself, run by threads at the same moment in this process
+    second = _plan(cluster, rt, ["fgsm:eps=0.01"], shard_size=64)
+    for shard in ledger.shards(rt.db, second.id):
+        jobs.run_shard(rt, shard.id)
+    assert ledger.claim_merge(rt.db, second.id)
+    barrier, results = threading.Barrier(4), []
+
+    def merge():
+        barrier.wait()
+        results.append(tasks.merge_store(second.id))
+
+    try:
+        threads = [threading.Thread(target=merge) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        tasks.reset_runtime()
+    assert sum("n_examples" in r for r in results) == 1, results
+    assert_store_exact(cluster, rt, second.id)
+
+
+def test_pipeline_runs_on_the_queues_and_status_watch_follows_it(shared_cluster, monkeypatch):
+    cluster = shared_cluster
+    cluster.use(monkeypatch)
+    result = _cli("submit", "pipeline", "--dataset", "synthetic:140", "--image-size", 32, "--epochs", 1,
+                  "--adv-epochs", 1, "--eps", "0.02", "--pixel-queries", 0, "--weights", "random",
+                  "--eval-limit", 20, "--shard-size", 50, "--experiment", "on-workers", "-q")
+    assert result.exit_code == 0, result.output
+    pipeline_id = int(result.output.strip())
+    watched = subprocess.run([FERQUEUE, "status", str(pipeline_id), "--watch", "--interval", "0.5"],
+                             env=cluster.process_env(), capture_output=True, text=True, timeout=300)
+    assert watched.returncode == 0, watched.stdout + watched.stderr + cluster.log_tail()
+    assert f"job {pipeline_id}: pipeline, done" in watched.stdout and "5/5 steps" in watched.stdout
+    rt = cluster.runtime()
+    children = ledger.children(rt.db, pipeline_id)
+    assert [c.step for c in children] == ["train-tiny_cnn-standard", "evaluate-tiny_cnn-standard",
+                                          "generate-tiny_cnn", "train-tiny_cnn-offline_adv",
+                                          "evaluate-tiny_cnn-offline_adv"]
+    assert all(c.status == "done" and c.executor == "celery" for c in children)
+    generate = children[2]
+    assert generate.merge_count == 1 and generate.n_shards == 3
+    from ferqueue.db.queries import results
+
+    rows = results(rt.db, ledger.find_experiment(rt.db, "on-workers").id)
+    assert {r["mode"] for r in rows} == {"standard", "offline_adv"} and all(r["n"] == 20 for r in rows)
+
+
+def test_cancel_stops_a_job_and_resume_finishes_it(shared_cluster, monkeypatch):
+    cluster = shared_cluster
+    cluster.use(monkeypatch)
+    rt = cluster.runtime()
+    job = _plan(cluster, rt, [SLOW_PIXEL], limit=LIMIT)
+    CeleryExecutor(rt).submit(job.id)
+    cluster.wait(lambda: any(s.status == "running" for s in ledger.shards(rt.db, job.id)), 120,
+                 "a running shard")
+    assert "cancelled" in _cli("cancel", job.id).output
+    app, queue = cluster.app(), cluster.redis()
+
+    def drained():  # every queued task has run as a no-op and nothing is held
+        held = CeleryExecutor(rt, app).in_flight()
+        return queue.llen("generate") == 0 and not held
+
+    cluster.wait(drained, 120, "the cancelled job's tasks to drain")
+    assert ledger.get(rt.db, Job, job.id).status == "cancelled"
+    assert {s.status for s in ledger.shards(rt.db, job.id)} <= {"cancelled", "done"}
+    assert "cancelled" in {s.status for s in ledger.shards(rt.db, job.id)}
+
+    assert "reopened 1 jobs" in _cli("resume", job.id).output
+    cluster.wait_for_job(rt, job.id)
+    assert_store_exact(cluster, rt, job.id, limit=LIMIT)
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended while we looked
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _small_job(cluster, rt) -> Job:
+    job = _plan(cluster, rt, ["fgsm:eps=0.03"], shard_size=200)
+    CeleryExecutor(rt).submit(job.id)
+    return cluster.wait_for_job(rt, job.id)
+
+
+def test_tensorflow_lives_in_the_pool_children_only(shared_cluster):
+    assert _small_job(shared_cluster, shared_cluster.runtime()).status == "done"
+    worker = shared_cluster.workers[0]
+
+    def maps(pid: int) -> str:
+        return Path(f"/proc/{pid}/maps").read_text()
+
+    assert "tensorflow" not in maps(worker.pid), "the worker's main process must never import TensorFlow"
+    assert any("tensorflow" in maps(child) for child in _children(worker.pid))
+
+
+def test_flower_requires_basic_auth_and_sees_the_workers_events(shared_cluster):
+    import base64
+    import socket
+    import urllib.error
+    import urllib.request
+
+    cluster = shared_cluster
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**cluster.process_env(), "FERQUEUE_FLOWER_USER": "ops", "FERQUEUE_FLOWER_PASSWORD": "s3cret"}
+    with open(cluster.root / "flower.log", "wb") as log:
+        flower = subprocess.Popen([FERQUEUE, "flower", "--port", str(port)], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    cluster.logs[flower.pid] = cluster.root / "flower.log"
+
+    def get(path: str, auth: bool = True) -> tuple[int, str]:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+        if auth:
+            request.add_header("Authorization", "Basic " + base64.b64encode(b"ops:s3cret").decode())
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, ""
+        except OSError:
+            return 0, ""
+
+    try:
+        cluster.wait(lambda: get("/", auth=False)[0], 60, "Flower to listen")
+        assert get("/", auth=False)[0] == 401
+        assert get("/api/workers")[0] == 200
+        cluster.wait(lambda: get("/api/tasks")[0] == 200, 30, "Flower's task API")  # subscribes to events
+        time.sleep(1)
+        job = _small_job(cluster, cluster.runtime())
+        assert job.status == "done"
+        cluster.wait(lambda: "ferqueue.merge_store" in get("/api/tasks")[1], 30,
+                     "Flower to see the task events of the workers")
+    finally:
+        flower.terminate()
+        flower.wait(10)

@@ -1,0 +1,167 @@
+"""The Celery app's settings, the queue commands' answers to bad input, the local fallback and
+docker-compose.yml's commands run here without Docker. No Redis needed."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from fq_cluster import REPO
+from fq_helpers import register_tiny
+
+from ferqueue import ledger
+from ferqueue.db.models import Job
+from ferqueue.errors import ConfigError
+
+
+def _cli(*args, env=None):
+    from ferqueue.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
+
+
+def test_celery_settings_are_json_only_late_acked_and_routed(settings):
+    from workers.celery_app import QUEUES, ROUTES, celery_config
+
+    conf = celery_config(settings.with_overrides(broker_url="redis://h:6379/0", result_backend="redis://h:6379/1"))
+    assert conf["accept_content"] == ["json"] and conf["task_serializer"] == conf["result_serializer"] == "json"
+    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"] and conf["worker_prefetch_multiplier"] == 1
+    vt = conf["broker_transport_options"]["visibility_timeout"]
+    assert vt == settings.visibility_timeout > conf["task_time_limit"] > conf["task_soft_time_limit"] > 0
+    assert [q.name for q in conf["task_queues"]] == list(QUEUES) == ["generate", "train", "evaluate"]
+    assert {name: route["queue"] for name, route in conf["task_routes"].items()} == ROUTES
+    assert conf["worker_send_task_events"] and conf["worker_max_tasks_per_child"] > 0
+    with pytest.raises(ConfigError, match="FERQUEUE_VISIBILITY_TIMEOUT=30"):
+        celery_config(settings.with_overrides(visibility_timeout=30))
+
+
+def test_the_worker_main_process_imports_no_tensorflow():
+    code = ("import sys; from workers.celery_app import app; app.loader.import_default_modules(); "
+            "import workers.tasks, ferqueue.cli; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'h5py') if m in sys.modules))")
+    env = {**os.environ, "FERQUEUE_BROKER_URL": "redis://127.0.0.1:6379/15"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_submit_without_a_broker_says_what_to_set_and_records_nothing(rt):
+    result = _cli("submit", "generate", "--artifact", 1, "--dataset", "synthetic:70", "--attack", "fgsm:eps=0.01")
+    assert result.exit_code == 1 and "FERQUEUE_BROKER_URL" in result.output and "--local" in result.output
+    with rt.db.session() as s:
+        assert s.query(Job).count() == 0
+    for args in (("worker",), ("flower",), ("resume", 1)):
+        assert "FERQUEUE_BROKER_URL" in _cli(*args).output
+
+
+def test_an_unreachable_broker_is_one_clear_line_and_nothing_is_submitted(rt, monkeypatch):
+    monkeypatch.setenv("FERQUEUE_BROKER_URL", "redis://:hunter2@127.0.0.1:1/0")  # nothing listens on port 1
+    waiting = ledger.create_job(rt.db, "train", {})
+    for args in (("submit", "generate", "--artifact", 1, "--dataset", 1, "--attack", "fgsm:eps=0.01"),
+                 ("resume", waiting.id)):
+        result = _cli(*args)
+        assert result.exit_code == 1 and "unreachable" in result.output, result.output
+        assert "hunter2" not in result.output and "redis://:**@127.0.0.1:1/0" in result.output
+    with rt.db.session() as s:
+        assert [job.id for job in s.query(Job)] == [waiting.id], "the refused submit recorded nothing"
+
+
+def test_local_submit_status_cancel_and_resume(rt, synthetic_small, tiny_model_file):
+    ds_row, split_row, split, artifact = register_tiny(rt, synthetic_small, model_file=tiny_model_file)
+    common = ("--artifact", artifact.id, "--dataset", ds_row.id, "--split", split_row.id)
+    result = _cli("submit", "generate", *common, "--attack", "fgsm:eps=0.01", "--shard-size", 100, "--local", "-q")
+    assert result.exit_code == 0, result.output
+    job = ledger.get(rt.db, Job, int(result.output.strip().splitlines()[-1]))
+    assert job.status == "done" and job.merge_count == 1 and job.n_shards == 4
+    shown = _cli("status", job.id).output
+    assert f"job {job.id}: generate, done" in shown and "4/4 shards" in shown and "300:336" in shown
+    assert _cli("status", job.id, "--watch").exit_code == 0, "a finished job ends the watch at once"
+
+    for bad, message in ((("--image-size", 48), "registered at 32px"), (("--split", 999), "no split with id 999")):
+        out = _cli("submit", "generate", "--artifact", artifact.id, "--dataset", ds_row.id, *bad,
+                   "--attack", "fgsm:eps=0.01", "--local").output
+        assert message in out, out
+    planned = _cli("submit", "evaluate", *common, "--attack", "fgsm:eps=0.02", "--limit", 20, "--local", "-q")
+    assert ledger.get(rt.db, Job, int(planned.output.strip().splitlines()[-1])).status == "done"
+
+    # cancelled before it ran, then resumed in-process
+    from ferqueue import jobs
+
+    second = jobs.plan_generate(rt, artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
+                                attacks=["fgsm:eps=0.02"], shard_size=200)
+    assert "cancelled" in _cli("cancel", second.id).output
+    assert _cli("status", second.id, "--watch").exit_code == 1, "a watch on a cancelled job fails"
+    assert _cli("resume", second.id, "--local").exit_code == 0
+    assert ledger.get(rt.db, Job, second.id).status == "done"
+
+
+def test_worker_and_flower_commands(settings, monkeypatch):
+    monkeypatch.setenv("FERQUEUE_BROKER_URL", "redis://127.0.0.1:6379/15")
+    line = _cli("worker", "--queues", "generate", "--concurrency", 2, "--tf-threads", 1, "--dry-run").output
+    assert re.search(r"-m celery -A workers\.celery_app worker -E -Q generate -c 2\b", line), line
+    assert "unknown queue gpu" in _cli("worker", "--queues", "generate,gpu").output
+    assert "FERQUEUE_FLOWER_USER" in _cli("flower").output, "no Flower without credentials"
+    assert "--port=5555" in _cli("flower", "--no-auth", "--dry-run").output
+    monkeypatch.setenv("FERQUEUE_FLOWER_USER", "ops")
+    monkeypatch.setenv("FERQUEUE_FLOWER_PASSWORD", "a,b")
+    assert "','" in _cli("flower", "--dry-run").output
+
+
+# ---- docker-compose.yml, and its commands run here without Docker ----------------------------
+
+FERQUEUE_SERVICES = ("migrate", "worker-generate", "worker-train", "flower")
+
+
+@pytest.fixture(scope="module")
+def compose():
+    yaml = pytest.importorskip("yaml", reason="PyYAML reads docker-compose.yml")
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def test_compose_services_share_one_image_and_environment(compose):
+    services = compose["services"]
+    assert set(services) == {"redis", "postgres", *FERQUEUE_SERVICES}
+    base = services["worker-generate"]["environment"]
+    for name in FERQUEUE_SERVICES:
+        svc = services[name]
+        assert svc["image"] == "ferqueue:latest" and svc["build"] == "."
+        assert svc["environment"].items() >= base.items(), f"{name} lacks the shared environment"
+        assert "store:/data" in svc["volumes"] and svc["environment"]["FERQUEUE_HOME"] == "/data"
+    assert "container_name" not in services["worker-generate"] and "ports" not in services["worker-generate"], \
+        "worker-generate must scale with --scale"
+    assert "--requirepass" in " ".join(services["redis"]["command"])
+    assert "${REDIS_PASSWORD" in base["FERQUEUE_BROKER_URL"] and base["FERQUEUE_DATABASE_URL"].startswith("postgresql")
+    assert int(base["FERQUEUE_VISIBILITY_TIMEOUT"]) >= 3600
+    flower = services["flower"]
+    assert {"FERQUEUE_FLOWER_USER", "FERQUEUE_FLOWER_PASSWORD"} <= set(flower["environment"])
+    assert "--no-auth" not in flower["command"]
+    assert services["migrate"]["command"] == ["alembic", "upgrade", "head"]
+    assert services["worker-generate"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert "-Q" not in services["worker-train"]["command"] and "train,evaluate" in services["worker-train"]["command"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_compose_commands_run_without_docker(compose, backend, settings, request):
+    url = settings.database_url if backend == "sqlite" else request.getfixturevalue("pg_settings").database_url
+    env = {**os.environ, "FERQUEUE_HOME": str(settings.home), "FERQUEUE_DATABASE_URL": url,
+           "FERQUEUE_BROKER_URL": "redis://127.0.0.1:6379/15", "FERQUEUE_FLOWER_USER": "ops",
+           "FERQUEUE_FLOWER_PASSWORD": "secret"}
+    services = compose["services"]
+
+    def local(name: str) -> list[str]:  # the service's command, with this venv's console script
+        program, *args = services[name]["command"]
+        return [str(Path(sys.executable).with_name(program)), *args]
+
+    migrate = subprocess.run(local("migrate"), cwd=REPO, env=env, capture_output=True, text=True)
+    assert migrate.returncode == 0, migrate.stderr
+    from ferqueue.db.session import Database
+
+    Database(url).check_schema()  # at head, as the workers require
+    for name, expected in (("worker-generate", "-Q generate"), ("worker-train", "-Q train,evaluate"),
+                           ("flower", "flower --port=5555 --address=0.0.0.0")):
+        shown = subprocess.run([*local(name), "--dry-run"], cwd=REPO, env=env, capture_output=True, text=True)
+        assert shown.returncode == 0 and expected in shown.stdout, shown.stdout + shown.stderr

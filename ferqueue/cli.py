@@ -261,7 +261,11 @@ def run(models, adv_epochs, store_eps, **opts):
 @click.option("--folds", type=int, help="k-fold by subject: run every fold of a subject-disjoint k-fold split.")
 @click.option("--transfer/--no-transfer", default=True, show_default=True,
               help="Also judge every model on test examples made once against the baseline.")
-def compare(model_name, adv_eps, online_modes, folds, transfer, **opts):
+@click.option("--submit", is_flag=True,
+              help="Run the steps on Celery workers (FERQUEUE_BROKER_URL) instead of in this process.")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="With --submit: watch the job and print the tables when it ends (else print its id).")
+def compare(model_name, adv_eps, online_modes, folds, transfer, submit, wait, **opts):
     """Baseline vs offline vs online adversarial training, side by side, with total compute.
 
     Same dataset, split, epochs and seed for all three. Offline stores FGSM examples of the
@@ -290,7 +294,13 @@ def compare(model_name, adv_eps, online_modes, folds, transfer, **opts):
         transfer_attacks = [s for s in plan_opts["eval_attacks"] if s.split(":")[0] in ("fgsm", "pgd")]
         transfer_attacks += _pixel_spec(opts)
 
-    rt = _runtime()
+    executor = None
+    if submit:
+        from ferqueue.cli_queue import _submitter
+
+        rt, executor = _submitter(local=False)  # refuses before planning when the broker is down
+    else:
+        rt = _runtime()
     data, ds_row = _load_registered(rt, opts, plan_opts["image_size"])
     if folds:
         splits = [make_split(data, "subject", n_folds=folds, fold=f, seed=opts["seed"]) for f in range(folds)]
@@ -314,6 +324,18 @@ def compare(model_name, adv_eps, online_modes, folds, transfer, **opts):
     pipeline = jobs.plan_pipeline(rt, steps, experiment_id=exp.id, kind="compare")
     console.print(f"[bold]experiment[/bold] {name} (id {exp.id}), compare job {pipeline.id}: "
                   f"{len(splits)} split(s) of {data.name}, {len(steps)} steps")
+    if executor is not None:
+        from ferqueue.cli_queue import _dispatch, watch_job
+
+        _dispatch(executor, pipeline, quiet=False)
+        if not wait:
+            console.print(f"tables when it is done: `ferqueue results --experiment {exp.id} --compare`")
+            return
+        status = watch_job(rt, pipeline.id)
+        if status != "done":
+            raise click.ClickException(f"compare job {pipeline.id} ended {status}; `ferqueue status {pipeline.id}`")
+        print_comparison(rt, exp.id)
+        return
     seconds = _execute(rt, pipeline.id)
     console.print(f"compare job {pipeline.id} finished in {seconds:.1f} s")
     print_comparison(rt, exp.id)
@@ -352,6 +374,104 @@ def print_comparison(rt, experiment_id: int) -> None:
     console.print(compute)
 
 
+@main.command(name="cross-eval")
+@click.option("--model", "artifact_id", type=int, required=True, help="Model artifact id (`ferqueue runs`).")
+@click.option("--dataset", required=True, help="Another dataset: a CK+48-style folder, a FER2013 folder or CSV.")
+@click.option("--split", "split_kind", type=click.Choice(["auto", "random", "subject", "predefined"]),
+              default="auto", show_default=True, help="auto: the dataset's own test subset when it has one, "
+              "else the paper's random split.")
+@click.option("--subset", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--test-fraction", type=float, default=0.2, show_default=True)
+@click.option("--eps", "eps_list", default="0.01,0.03,0.05", show_default=True,
+              help="Epsilons of the white-box FGSM (and PGD) attacks; '' for clean only.")
+@click.option("--pgd/--no-pgd", default=False, show_default=True)
+@click.option("--pixel-queries", type=int, default=0, show_default=True, help="One-pixel random search budget.")
+@click.option("--attack", "extra_attacks", multiple=True, metavar="SPEC", help="Another attack (repeatable).")
+@click.option("--limit", type=int, help="Evaluate only the first N images of the subset.")
+@click.option("--experiment", help="Experiment name. [cross-<model>-<dataset>-<time>]")
+@click.option("--submit", is_flag=True, help="Run on Celery workers (FERQUEUE_BROKER_URL) instead of here.")
+def cross_eval(artifact_id, dataset, split_kind, subset, seed, test_fraction, eps_list, pgd, pixel_queries,
+               extra_attacks, limit, experiment, submit):
+    """Evaluate a trained model on another dataset, mapping classes by emotion.
+
+    FER2013's angry and sad are scored as CK+'s anger and sadness, and so on. Images of a
+    class the model does not know (FER2013's neutral for a CK+ model) are counted and
+    reported, never scored or silently dropped; so is how often the model answers with a
+    class the dataset lacks (CK+'s contempt on FER2013).
+    """
+    from ferqueue import jobs, ledger
+    from ferqueue.attacks import parse_attack
+    from ferqueue.data import make_split
+    from ferqueue.db.models import ModelArtifact
+    from ferqueue.evaluate import map_classes
+    from ferqueue.pipeline import eval_attack_specs
+
+    attacks = eval_attack_specs(_float_list(eps_list, "epsilon"), pixel_queries, pgd) + list(extra_attacks)
+    for spec in attacks:
+        parse_attack(spec)
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {limit}")
+    executor = None
+    if submit:
+        from ferqueue.cli_queue import _submitter
+
+        rt, executor = _submitter(local=False)
+    else:
+        rt = _runtime()
+    artifact = ledger.get(rt.db, ModelArtifact, artifact_id)
+    data, ds_row = _load_registered(rt, {"dataset": dataset}, artifact.image_size)
+    mapping = map_classes(artifact.class_names, data.class_names)  # refuses disjoint classes up front
+    kind = split_kind if split_kind != "auto" else ("predefined" if data.subsets is not None else "random")
+    split = make_split(data, kind, test_fraction=test_fraction, seed=seed)
+    split_row = ledger.register_split(rt.db, ds_row.id, split)
+    name = experiment or f"cross-{artifact.architecture}{artifact.id}-{data.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    exp = ledger.get_or_create_experiment(rt.db, name, config={
+        "command": "cross-eval", "artifact_id": artifact.id, "dataset": data.source, "split": split.describe(),
+        "subset": subset, "attacks": attacks, "mapping": mapping.pairs()})
+    job = jobs.plan_evaluate(rt, artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
+                             attacks=attacks, subset=subset, limit=limit, map_classes=True, experiment_id=exp.id)
+    console.print(f"[bold]experiment[/bold] {name} (id {exp.id}), evaluate job {job.id}: model "
+                  f"{artifact.architecture}#{artifact.id} on {data.name} ({kind} split, {subset} subset)")
+    console.print("class mapping (dataset → model): "
+                  + ", ".join(f"{d} → {m}" for d, m in mapping.pairs().items()))
+    if mapping.unmapped_dataset_classes:
+        console.print(f"[yellow]not scored[/yellow] (no counterpart in the model): "
+                      f"{', '.join(mapping.unmapped_dataset_classes)}")
+    if mapping.unmapped_model_classes:
+        console.print(f"[yellow]model classes absent from the dataset[/yellow] (predicting one is an error): "
+                      f"{', '.join(mapping.unmapped_model_classes)}")
+    if executor is not None:
+        from ferqueue.cli_queue import _dispatch
+
+        _dispatch(executor, job, quiet=False)
+        return
+    seconds = _execute(rt, job.id)
+    console.print(f"evaluate job {job.id} finished in {seconds:.1f} s")
+    _print_unmapped(rt, exp.id)
+    _print_results(rt, exp.id)
+
+
+def _print_unmapped(rt, experiment_id: int) -> None:
+    from sqlalchemy import select
+
+    from ferqueue.db.models import Evaluation
+
+    with rt.db.session() as s:
+        record = s.scalar(select(Evaluation.unmapped).where(Evaluation.experiment_id == experiment_id,
+                                                            Evaluation.setting == "clean")
+                          .order_by(Evaluation.id.desc()))
+    if not record:
+        return
+    left = record["dataset_classes_without_counterpart"]
+    console.print(f"scored {record['examples_scored']:,} images; left out {record['examples_left_out']:,}"
+                  + (f" ({', '.join(f'{c}: {n:,}' for c, n in left.items())})" if left else ""))
+    wrong = record.get("predicted_model_classes_without_counterpart") or {}
+    if wrong:
+        console.print("clean predictions of classes the dataset lacks: "
+                      + ", ".join(f"{c}: {n:,}" for c, n in wrong.items()))
+
+
 # ---- results ------------------------------------------------------------------------------
 
 def _print_results(rt, experiment_id=None, setting=None, fmt="table"):
@@ -371,12 +491,13 @@ def _print_results(rt, experiment_id=None, setting=None, fmt="table"):
         console.print("no evaluations yet")
         return
     table = Table(title="results: accuracy on the test set, clean and under attack")
-    for col in ("experiment", "model", "training", "split", "setting", "attack", "ε", "n", "accuracy", "F1 (w)",
+    for col in ("experiment", "model", "training", "data/split", "setting", "attack", "ε", "n", "accuracy", "F1 (w)",
                 "attack success", "confidence"):
         table.add_column(col, justify="right" if col in ("ε", "n", "accuracy", "F1 (w)", "attack success",
                                                           "confidence") else "left")
     for r in rows:
-        table.add_row(r["experiment"] or "-", f"{r['model']}#{r['artifact_id']}", r["mode"], r["split"],
+        table.add_row(r["experiment"] or "-", f"{r['model']}#{r['artifact_id']}", r["mode"],
+                      f"{r['dataset']}/{r['split']}",
                       r["setting"], r["attack_key"], _fmt(r["epsilon"], 2), str(r["n"]), _fmt(r["accuracy"]),
                       _fmt(r["f1_weighted"]), _fmt(r["success_rate"]), _fmt(r["mean_confidence"], 3))
     console.print(table)
@@ -386,12 +507,24 @@ def _print_results(rt, experiment_id=None, setting=None, fmt="table"):
 @click.option("--experiment", help="Name or id; all experiments when left out.")
 @click.option("--setting", type=click.Choice(["clean", "whitebox", "transfer"]))
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-def results(experiment, setting, fmt):
+@click.option("--compare", "as_comparison", is_flag=True,
+              help="With --experiment: the side-by-side tables of a `ferqueue compare` experiment.")
+def results(experiment, setting, fmt, as_comparison):
     """Compare experiments: one row per model x training mode x attack x epsilon."""
     from ferqueue import ledger
 
     rt = _runtime()
     exp_id = ledger.find_experiment(rt.db, experiment).id if experiment else None
+    if as_comparison:
+        if exp_id is None:
+            raise ConfigError("--compare needs --experiment NAME|ID")
+        if fmt == "json":
+            from ferqueue.db.queries import comparison
+
+            click.echo(json.dumps(comparison(rt.db, exp_id), indent=2, default=str))
+        else:
+            print_comparison(rt, exp_id)
+        return
     _print_results(rt, exp_id, setting, fmt)
 
 

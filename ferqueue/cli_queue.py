@@ -329,29 +329,35 @@ def _status_view(rt, job_id: int):
     return Group(bar, table), job.status in FINAL_STATES
 
 
+def watch_job(rt, job_id: int, interval: float = 1.0) -> str:
+    """Keep the job's status view live until it ends; returns its final status."""
+    from rich.live import Live
+
+    from ferqueue import ledger
+    from ferqueue.db.models import Job
+
+    cli = _base()
+    view, finished = _status_view(rt, job_id)
+    with Live(view, console=cli.console, refresh_per_second=4) as live:
+        while not finished:
+            time.sleep(interval)
+            view, finished = _status_view(rt, job_id)
+            live.update(view)
+    return ledger.get(rt.db, Job, job_id).status
+
+
 @click.command()
 @click.argument("job_id", type=int)
 @click.option("--watch", "-w", is_flag=True, help="Keep the view live until the job finishes.")
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between refreshes.")
 def status(job_id, watch, interval):
     """Per-shard (or per-step) progress of a job."""
-    from rich.live import Live
-
     cli = _base()
     rt = cli._runtime()
-    view, finished = _status_view(rt, job_id)
     if not watch:
-        cli.console.print(view)
+        cli.console.print(_status_view(rt, job_id)[0])
         return
-    with Live(view, console=cli.console, refresh_per_second=4) as live:
-        while not finished:
-            time.sleep(interval)
-            view, finished = _status_view(rt, job_id)
-            live.update(view)
-    from ferqueue import ledger
-    from ferqueue.db.models import Job
-
-    final = ledger.get(rt.db, Job, job_id).status
+    final = watch_job(rt, job_id, interval)
     if final != "done":
         raise click.ClickException(f"job {job_id} ended {final}")
 

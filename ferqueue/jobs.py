@@ -314,8 +314,10 @@ def run_train(rt: Runtime, job_id: int, progress: Progress = _noop) -> dict:
 
 def plan_evaluate(rt: Runtime, *, artifact_id: int | None, dataset_id: int, split_id: int,
                   attacks: list[str], subset: str = "test", transfer_store_job_id: int | None = None,
-                  limit: int | None = None, experiment_id: int | None = None, parent_id: int | None = None,
-                  step: str | None = None) -> Job:
+                  limit: int | None = None, map_classes: bool = False, experiment_id: int | None = None,
+                  parent_id: int | None = None, step: str | None = None) -> Job:
+    """Plan an evaluation. ``map_classes``: the dataset's classes may differ from the model's and
+    are mapped by emotion (cross-dataset); examples of unmapped classes are counted, not scored."""
     from ferqueue.attacks import parse_attack
 
     for spec in attacks:
@@ -323,14 +325,24 @@ def plan_evaluate(rt: Runtime, *, artifact_id: int | None, dataset_id: int, spli
     if subset not in SUBSETS:
         raise ConfigError(f"unknown subset {subset!r}; choose train or test")
     spec = {"artifact_id": artifact_id, "dataset_id": dataset_id, "split_id": split_id, "subset": subset,
-            "attacks": list(attacks), "transfer_store_job_id": transfer_store_job_id, "limit": limit}
+            "attacks": list(attacks), "transfer_store_job_id": transfer_store_job_id, "limit": limit,
+            "map_classes": bool(map_classes)}
+    if map_classes and transfer_store_job_id is not None:
+        raise ConfigError("transfer evaluation uses stored examples of the model's own dataset; "
+                          "it cannot be combined with class mapping")
     return ledger.create_job(rt.db, "evaluate", spec, experiment_id=experiment_id, parent_id=parent_id,
                              step=step, executor=rt.settings.executor)
 
 
 def run_evaluate(rt: Runtime, job_id: int, progress: Progress = _noop) -> dict:
     from ferqueue.attacks import parse_attack
-    from ferqueue.evaluate import evaluate_clean, evaluate_transfer, evaluate_whitebox
+    from ferqueue.evaluate import (
+        evaluate_clean,
+        evaluate_transfer,
+        evaluate_whitebox,
+        map_classes,
+        mapped_subset,
+    )
     from ferqueue.store import AdversarialStore
 
     job = ledger.get(rt.db, Job, job_id)
@@ -343,16 +355,26 @@ def run_evaluate(rt: Runtime, job_id: int, progress: Progress = _noop) -> dict:
     try:
         artifact = ledger.get(rt.db, ModelArtifact, spec["artifact_id"])
         ds_row, dataset, split = _load_rows(rt, spec["dataset_id"], spec["split_id"])
+        mapping = None
         if list(artifact.class_names) != list(ds_row.class_names):
-            raise ConfigError(f"model {artifact.id} predicts {artifact.class_names}, dataset {ds_row.name} has "
-                              f"{ds_row.class_names}: use `ferqueue cross-eval` to map classes")
+            if not spec.get("map_classes"):
+                raise ConfigError(f"model {artifact.id} predicts {artifact.class_names}, dataset {ds_row.name} "
+                                  f"has {ds_row.class_names}: use `ferqueue cross-eval` to map classes")
+            mapping = map_classes(artifact.class_names, ds_row.class_names)
         if artifact.image_size != ds_row.image_size:
             raise ConfigError(f"model {artifact.id} takes {artifact.image_size}px images, dataset {ds_row.id} is "
                               f"{ds_row.image_size}px")
         indices = _subset_indices(split, spec["subset"])[: spec.get("limit")]
         x, y = dataset.take(indices)
+        unmapped = None
+        if mapping is not None:  # score in the model's classes; the left-out examples are recorded
+            keep, y, unmapped = mapped_subset(mapping, y)
+            x = x[keep]
+            if not len(y):
+                raise ConfigError(f"none of the {len(indices)} {spec['subset']} images of dataset {ds_row.name} "
+                                  f"has a class the model knows ({unmapped['dataset_classes_without_counterpart']})")
         model = rt.model(artifact)
-        classes = list(ds_row.class_names)
+        classes = list(artifact.class_names)
         label = f"evaluate {artifact.architecture}#{artifact.id}"
         records = [evaluate_clean(model, x, y, classes)]
         for i, attack_spec in enumerate(spec["attacks"]):
@@ -375,7 +397,8 @@ def run_evaluate(rt: Runtime, job_id: int, progress: Progress = _noop) -> dict:
         rows = [
             {"experiment_id": job.experiment_id, "artifact_id": artifact.id, "training_run_id": run_id,
              "dataset_id": ds_row.id, "split_id": spec["split_id"], "subset": spec["subset"],
-             "source_artifact_id": sources.get(id(rec)), **rec.columns()}
+             "source_artifact_id": sources.get(id(rec)), "unmapped": _unmapped_record(unmapped, rec, mapping),
+             **rec.columns()}
             for rec in records
         ]
         ids = ledger.replace_evaluations(rt.db, job_id, rows)
@@ -386,6 +409,19 @@ def run_evaluate(rt: Runtime, job_id: int, progress: Progress = _noop) -> dict:
     except BaseException as exc:
         ledger.fail_job(rt.db, job_id, _describe(exc))
         raise
+
+
+def _unmapped_record(unmapped: dict | None, record, mapping) -> dict | None:
+    """What class mapping left out, plus how often the model answered with a class that has no
+    counterpart in the dataset (always an error, reported so that it is not a mystery)."""
+    if unmapped is None:
+        return None
+    without = set(mapping.unmapped_model_classes)
+    counts = {}
+    if record.predictions is not None:
+        for name in without:
+            counts[name] = int(np.sum(record.predictions == mapping.model_classes.index(name)))
+    return {**unmapped, "predicted_model_classes_without_counterpart": counts}
 
 
 def _run_of_artifact(rt: Runtime, artifact_id: int) -> int | None:

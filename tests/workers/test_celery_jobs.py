@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from fq_cluster import FERQUEUE
+from sqlalchemy import select
 
 from ferqueue import jobs, ledger
 from ferqueue.db.models import Job, Shard
@@ -216,6 +217,31 @@ def test_pipeline_runs_on_the_queues_and_status_watch_follows_it(shared_cluster,
 
     rows = results(rt.db, ledger.find_experiment(rt.db, "on-workers").id)
     assert {r["mode"] for r in rows} == {"standard", "offline_adv"} and all(r["n"] == 20 for r in rows)
+
+
+def test_compare_submitted_to_workers_waits_and_prints_the_side_by_side_tables(shared_cluster, monkeypatch):
+    from ferqueue.db.queries import comparison
+
+    cluster = shared_cluster
+    cluster.use(monkeypatch)
+    result = _cli("compare", "--submit", "--dataset", "synthetic:140", "--image-size", 32, "--epochs", 1,
+                  "--eps", "0.02", "--pixel-queries", 0, "--no-pgd", "--weights", "random", "--eval-limit", 20,
+                  "--shard-size", 50, "--experiment", "cmp-on-workers")
+    assert result.exit_code == 0, result.output + cluster.log_tail()
+    assert "submitted" in result.output and "compute (summed over folds)" in result.output
+    rt = cluster.runtime()
+    exp = ledger.find_experiment(rt.db, "cmp-on-workers")
+    with rt.db.session() as s:
+        pipeline = s.scalars(select(Job).where(Job.kind == "compare", Job.experiment_id == exp.id)).one()
+    children = ledger.children(rt.db, pipeline.id)
+    assert pipeline.status == "done" and all(c.status == "done" and c.executor == "celery" for c in children)
+    table = comparison(rt.db, exp.id)
+    assert table["modes"] == ["standard", "offline_adv", "online_fgsm"]
+    compute = {c["mode"]: c for c in table["compute"]}
+    assert compute["offline_adv"]["generation_seconds"] > 0 and compute["standard"]["generation_seconds"] == 0
+    # the same tables again from the ledger alone
+    again = _cli("results", "--experiment", "cmp-on-workers", "--compare")
+    assert again.exit_code == 0 and "online_fgsm" in again.output and "transfer" in again.output
 
 
 def test_cancel_stops_a_job_and_resume_finishes_it(shared_cluster, monkeypatch):

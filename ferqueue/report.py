@@ -240,6 +240,12 @@ def _confusion_choice(arows: list[dict]) -> list[dict]:
     return chosen
 
 
+def _epochs(run: dict) -> str:
+    """Fine-tuning epochs, plus the head-only probe epochs that came first (e.g. '10 + 100 probe')."""
+    probe = ((run.get("params") or {}).get("train") or {}).get("probe_epochs")
+    return f"{run['epochs']} + {probe} probe" if probe and run["model"] != "tiny_cnn" else str(run["epochs"])
+
+
 def _summary_markdown(rt, title, exp_id, runs, rows, evals, written) -> str:
     clean = {r["artifact_id"]: r for r in rows if r["setting"] == "clean"}
     parts = [f"# ferqueue report: {title}", ""]
@@ -247,7 +253,7 @@ def _summary_markdown(rt, title, exp_id, runs, rows, evals, written) -> str:
               _md_table(["run", "model", "training", "parameters", "weights", "epochs", "training s",
                          "generation s (offline)", "clean test accuracy", "F1 (weighted)"],
                         [[r["run_id"], r["model"], r["mode"], f"{r['num_params']:,}" if r["num_params"] else "-",
-                          r["weights"] or "-", r["epochs"], _f(r["wall_seconds"], 1), _f(r["generation_seconds"], 1),
+                          r["weights"] or "-", _epochs(r), _f(r["wall_seconds"], 1), _f(r["generation_seconds"], 1),
                           _f(clean.get(r["artifact_id"], {}).get("accuracy")),
                           _f(clean.get(r["artifact_id"], {}).get("f1_weighted"))] for r in runs]), ""]
     if exp_id is not None:

@@ -24,7 +24,9 @@ def predict_probs(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
 
     forward = _forward_cache.get(model)
     if forward is None:
-        forward = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+        # only the batch dimension is free: a short last batch does not retrace
+        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+        forward = tf.function(lambda batch: model(batch, training=False), input_signature=[spec])
         _forward_cache[model] = forward
     out = [forward(np.asarray(x[i : i + batch_size], np.float32)).numpy() for i in range(0, len(x), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), np.float32)

@@ -64,11 +64,17 @@ class EvalRecord:
         return {k: v for k, v in self.__dict__.items() if k not in ("predictions", "x_adv")}
 
 
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: list[str],
+                           scored: list[int] | None = None) -> dict:
+    """sklearn metrics over the model's classes. ``scored``: the classes that can occur as true
+    labels (cross-dataset: the mapped ones); macro averages run over those only, so a model
+    class the dataset lacks does not count as a class scored zero. Predicting it is still an error."""
     labels = list(range(len(class_names)))
+    macro_labels = labels if scored is None else sorted(scored)
     pred = probs.argmax(axis=1)
     pw, rw, fw, _ = precision_recall_fscore_support(y_true, pred, labels=labels, average="weighted", zero_division=0)
-    pm, rm, fm, _ = precision_recall_fscore_support(y_true, pred, labels=labels, average="macro", zero_division=0)
+    pm, rm, fm, _ = precision_recall_fscore_support(y_true, pred, labels=macro_labels, average="macro",
+                                                    zero_division=0)
     report = classification_report(
         y_true, pred, labels=labels, target_names=list(class_names), output_dict=True, zero_division=0
     )
@@ -87,10 +93,11 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: l
     }
 
 
-def evaluate_clean(model, x: np.ndarray, y: np.ndarray, class_names: list[str]) -> EvalRecord:
+def evaluate_clean(model, x: np.ndarray, y: np.ndarray, class_names: list[str],
+                   scored: list[int] | None = None) -> EvalRecord:
     started = time.perf_counter()
     probs = predict_probs(model, x)
-    metrics = classification_metrics(y, probs, class_names)
+    metrics = classification_metrics(y, probs, class_names, scored)
     return EvalRecord(
         setting="clean", attack="none", attack_key="none", attack_params=None, epsilon=None,
         class_names=list(class_names), seconds=time.perf_counter() - started,
@@ -98,12 +105,13 @@ def evaluate_clean(model, x: np.ndarray, y: np.ndarray, class_names: list[str]) 
     )
 
 
-def evaluate_whitebox(model, x, y, class_names, attack, progress=None, keep_images: bool = False) -> EvalRecord:
+def evaluate_whitebox(model, x, y, class_names, attack, progress=None, keep_images: bool = False,
+                      scored: list[int] | None = None) -> EvalRecord:
     """Run ``attack`` against ``model`` itself and score the model on what it produced."""
     started = time.perf_counter()
     result = attack(model, x, y, progress=progress)
     probs = predict_probs(model, result.x_adv)
-    metrics = classification_metrics(y, probs, class_names)
+    metrics = classification_metrics(y, probs, class_names, scored)
     summary = result.summary()
     return EvalRecord(
         setting="whitebox", attack=result.attack, attack_key=attack.key, attack_params=result.params,

@@ -376,10 +376,12 @@ def run_evaluate(rt: Runtime, job_id: int, progress: Progress = _noop) -> dict:
         model = rt.model(artifact)
         classes = list(artifact.class_names)
         label = f"evaluate {artifact.architecture}#{artifact.id}"
-        records = [evaluate_clean(model, x, y, classes)]
+        # cross-dataset: macro averages over the model classes the dataset has
+        scored = None if mapping is None else sorted(set(mapping.to_model[mapping.to_model >= 0].tolist()))
+        records = [evaluate_clean(model, x, y, classes, scored=scored)]
         for i, attack_spec in enumerate(spec["attacks"]):
             progress(label, i, len(spec["attacks"]))
-            records.append(evaluate_whitebox(model, x, y, classes, parse_attack(attack_spec)))
+            records.append(evaluate_whitebox(model, x, y, classes, parse_attack(attack_spec), scored=scored))
         progress(label, len(spec["attacks"]), len(spec["attacks"]))
         sources = {}
         if spec.get("transfer_store_job_id"):

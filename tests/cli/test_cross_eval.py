@@ -56,6 +56,11 @@ def test_cross_eval_maps_classes_and_reports_what_it_leaves_out(rt, synthetic_sm
         assert row.unmapped["model_classes_without_counterpart"] == ["contempt"]
         assert row.class_names == list(synthetic_small.class_names)  # scored in the model's classes
         assert sum(map(sum, row.confusion)) == scored
+        # macro recall averages the six mapped classes; contempt (no true examples) is not a zero in it
+        conf = np.array(row.confusion)
+        mapped = [i for i, c in enumerate(synthetic_small.class_names) if c != "contempt"]
+        recalls = [conf[i, i] / conf[i].sum() for i in mapped if conf[i].sum()]
+        assert row.recall_macro == pytest.approx(np.mean(recalls))
     # the synthetic faces are the model's own kind of images: mapped labels must agree with it
     assert rows[0].accuracy > 0.6
     assert rows[1].accuracy < rows[0].accuracy

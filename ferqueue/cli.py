@@ -103,7 +103,7 @@ def main() -> None:
 
 # ---- run and compare ----------------------------------------------------------------------
 
-# Measured: tiny_cnn on 700 synthetic faces at 48px reaches 0.97 test accuracy in 20 epochs of
+# Measured: tiny_cnn on 700 synthetic faces at 48px reaches 0.86-0.97 test accuracy in 20 epochs of
 # batch 16 (19 s); 12 epochs of batch 32 leave it at 0.56.
 SYNTHETIC_DEFAULTS = {"models": "tiny_cnn", "image_size": 48, "epochs": 20, "probe_epochs": 0, "lr": 3e-3,
                       "batch_size": 16}

@@ -182,14 +182,23 @@ def _pixel_spec(opts: dict) -> list[str]:
     return [f"pixel:k=1,method={opts['pixel_method']},{budget}={opts['pixel_queries']}"]
 
 
+def _runtime_and_executor(submit: bool):
+    """(runtime, Celery executor) with --submit, refused before any planning when the broker
+    is down; (runtime, None) to run in this process."""
+    if not submit:
+        return _runtime(), None
+    from ferqueue.cli_queue import _submitter
+
+    return _submitter(local=False)
+
+
 def _load_registered(rt, opts: dict, image_size: int):
-    from ferqueue import ledger
     from ferqueue.data import load_dataset
 
     with RichProgress(console) as bars:
         data = load_dataset(opts["dataset"], image_size, cache_dir=rt.settings.cache_dir,
                             progress=lambda d, t: bars("load " + Path(opts["dataset"]).name, d, t))
-    return data, ledger.register_dataset(rt.db, data)
+    return data, rt.register_dataset(data)
 
 
 def _execute(rt, job_id: int) -> float:
@@ -227,7 +236,7 @@ def run(models, adv_epochs, store_eps, **opts):
     rt = _runtime()
     data, ds_row = _load_registered(rt, opts, plan_opts["image_size"])
     split = make_split(data, opts["split_kind"], test_fraction=opts["test_fraction"], seed=opts["seed"])
-    split_row = ledger.register_split(rt.db, ds_row.id, split)
+    split_row = rt.register_split(ds_row.id, split)
     name = opts["experiment"] or f"{data.name}-{opts['split_kind']}-{datetime.now():%Y%m%d-%H%M%S}"
     exp = ledger.get_or_create_experiment(rt.db, name, config={
         "command": "run", "dataset": data.source, "models": plan_opts["models"], "split": split.describe(),
@@ -294,13 +303,7 @@ def compare(model_name, adv_eps, online_modes, folds, transfer, submit, wait, **
         transfer_attacks = [s for s in plan_opts["eval_attacks"] if s.split(":")[0] in ("fgsm", "pgd")]
         transfer_attacks += _pixel_spec(opts)
 
-    executor = None
-    if submit:
-        from ferqueue.cli_queue import _submitter
-
-        rt, executor = _submitter(local=False)  # refuses before planning when the broker is down
-    else:
-        rt = _runtime()
+    rt, executor = _runtime_and_executor(submit)
     data, ds_row = _load_registered(rt, opts, plan_opts["image_size"])
     if folds:
         splits = [make_split(data, "subject", n_folds=folds, fold=f, seed=opts["seed"]) for f in range(folds)]
@@ -314,7 +317,7 @@ def compare(model_name, adv_eps, online_modes, folds, transfer, submit, wait, **
         "eval_attacks": plan_opts["eval_attacks"], "transfer_attacks": transfer_attacks})
     steps = []
     for i, split in enumerate(splits):
-        split_row = ledger.register_split(rt.db, ds_row.id, split)
+        split_row = rt.register_split(ds_row.id, split)
         steps += ComparePlan(
             model=plan_opts["models"][0], dataset_id=ds_row.id, split_id=split_row.id, train=plan_opts["train"],
             adv_eps=adv_eps, weights=opts["weights"], eval_attacks=plan_opts["eval_attacks"],
@@ -412,19 +415,13 @@ def cross_eval(artifact_id, dataset, split_kind, subset, seed, test_fraction, ep
         parse_attack(spec)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
-    executor = None
-    if submit:
-        from ferqueue.cli_queue import _submitter
-
-        rt, executor = _submitter(local=False)
-    else:
-        rt = _runtime()
+    rt, executor = _runtime_and_executor(submit)
     artifact = ledger.get(rt.db, ModelArtifact, artifact_id)
     data, ds_row = _load_registered(rt, {"dataset": dataset}, artifact.image_size)
     mapping = map_classes(artifact.class_names, data.class_names)  # refuses disjoint classes up front
     kind = split_kind if split_kind != "auto" else ("predefined" if data.subsets is not None else "random")
     split = make_split(data, kind, test_fraction=test_fraction, seed=seed)
-    split_row = ledger.register_split(rt.db, ds_row.id, split)
+    split_row = rt.register_split(ds_row.id, split)
     name = experiment or f"cross-{artifact.architecture}{artifact.id}-{data.name}-{datetime.now():%Y%m%d-%H%M%S}"
     exp = ledger.get_or_create_experiment(rt.db, name, config={
         "command": "cross-eval", "artifact_id": artifact.id, "dataset": data.source, "split": split.describe(),

@@ -68,7 +68,7 @@ def _dataset_and_split(rt, dataset: str, image_size: int | None, split: str, see
     else:
         defaults = cli.SYNTHETIC_DEFAULTS if dataset.split(":")[0] == "synthetic" else cli.REAL_DEFAULTS
         data = load_dataset(dataset, image_size or defaults["image_size"], cache_dir=rt.settings.cache_dir)
-        ds_row = ledger.register_dataset(rt.db, data)
+        ds_row = rt.register_dataset(data)
     if split.isdigit():
         split_row = ledger.get(rt.db, SplitRow, int(split))
         if split_row.dataset_id != ds_row.id:
@@ -76,7 +76,7 @@ def _dataset_and_split(rt, dataset: str, image_size: int | None, split: str, see
         return ds_row, split_row
     data = data or rt.dataset(ds_row)
     made = make_split(data, split, test_fraction=test_fraction, seed=seed)
-    return ds_row, ledger.register_split(rt.db, ds_row.id, made)
+    return ds_row, rt.register_split(ds_row.id, made)
 
 
 def _artifact_for(rt, artifact_id: int, ds_row):

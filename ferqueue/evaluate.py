@@ -158,9 +158,14 @@ class ClassMapping:
         return [c for c, m in zip(self.dataset_classes, self.to_model, strict=True) if m < 0]
 
     @property
+    def scored_model_classes(self) -> list[int]:
+        """Indices of the model classes some dataset class maps onto: the only true labels."""
+        return sorted(set(self.to_model[self.to_model >= 0].tolist()))
+
+    @property
     def unmapped_model_classes(self) -> list[str]:
-        mapped = set(self.to_model[self.to_model >= 0].tolist())
-        return [c for i, c in enumerate(self.model_classes) if i not in mapped]
+        scored = self.scored_model_classes
+        return [c for i, c in enumerate(self.model_classes) if i not in scored]
 
     def pairs(self) -> dict[str, str]:
         return {d: self.model_classes[m] for d, m in zip(self.dataset_classes, self.to_model, strict=True) if m >= 0}

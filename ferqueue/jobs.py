@@ -377,7 +377,7 @@ def run_evaluate(rt: Runtime, job_id: int, progress: Progress = _noop) -> dict:
         classes = list(artifact.class_names)
         label = f"evaluate {artifact.architecture}#{artifact.id}"
         # cross-dataset: macro averages over the model classes the dataset has
-        scored = None if mapping is None else sorted(set(mapping.to_model[mapping.to_model >= 0].tolist()))
+        scored = None if mapping is None else mapping.scored_model_classes
         records = [evaluate_clean(model, x, y, classes, scored=scored)]
         for i, attack_spec in enumerate(spec["attacks"]):
             progress(label, i, len(spec["attacks"]))
@@ -418,10 +418,9 @@ def _unmapped_record(unmapped: dict | None, record, mapping) -> dict | None:
     counterpart in the dataset (always an error, reported so that it is not a mystery)."""
     if unmapped is None:
         return None
-    without = set(mapping.unmapped_model_classes)
     counts = {}
     if record.predictions is not None:
-        for name in without:
+        for name in mapping.unmapped_model_classes:
             counts[name] = int(np.sum(record.predictions == mapping.model_classes.index(name)))
     return {**unmapped, "predicted_model_classes_without_counterpart": counts}
 

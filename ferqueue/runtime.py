@@ -62,6 +62,23 @@ class Runtime:
             self._datasets[key] = dataset
         return self._datasets[key]
 
+    def register_dataset(self, dataset) -> DatasetRow:
+        """Record a dataset loaded in this process and keep it cached, so that jobs run here
+        do not load (and fingerprint) it a second time."""
+        from ferqueue import ledger
+
+        row = ledger.register_dataset(self.db, dataset)
+        self._datasets[(row.fingerprint, row.image_size)] = dataset
+        return row
+
+    def register_split(self, dataset_id: int, split) -> SplitRow:
+        """Record a split made in this process and keep it cached, as ``register_dataset``."""
+        from ferqueue import ledger
+
+        row = ledger.register_split(self.db, dataset_id, split)
+        self._splits[row.fingerprint] = split
+        return row
+
     def split(self, dataset, row: SplitRow):
         from ferqueue.data import make_split
 

@@ -161,3 +161,13 @@ def test_pipeline_runs_each_step_once_and_records_failure(rt, synthetic_small):
 
 def test_store_paths_stay_under_the_store_root(rt):
     assert rt.settings.store_root in jobs.store_dir(rt, 7).parents
+
+
+def test_a_dataset_and_split_registered_here_are_not_loaded_again(rt, synthetic_small):
+    from ferqueue.data import make_split
+
+    ds_row = rt.register_dataset(synthetic_small)
+    split = make_split(synthetic_small, "random", seed=3)
+    split_row = rt.register_split(ds_row.id, split)
+    assert rt.dataset(ds_row) is synthetic_small
+    assert rt.split(synthetic_small, split_row) is split

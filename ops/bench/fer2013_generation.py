@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,6 +65,12 @@ def main() -> None:
     started = time.perf_counter()
     args.home.mkdir(parents=True, exist_ok=True)
 
+    from ferqueue import ledger
+    from ferqueue.db.models import Job, ModelArtifact
+    from ferqueue.runtime import Runtime
+    from workers.celery_app import app_for
+
+    rt = Runtime()  # the benchmark's own ledger under --home, migrated here
     artifact = args.artifact
     if artifact is None:
         _log(f"training a FER2013 MobileNetV2 probe ({args.probe_epochs} epochs) on the local executor")
@@ -72,22 +79,12 @@ def main() -> None:
                                "predefined", "--model", "mobilenetv2", "--epochs", "0", "--probe-epochs",
                                str(args.probe_epochs)).strip().splitlines()[-1])
         out["train_seconds_incl_dataset_load"] = time.perf_counter() - t0
-        from ferqueue import ledger
-        from ferqueue.db.models import Job
-        from ferqueue.runtime import Runtime
-
-        result = ledger.get(Runtime().db, Job, job_id).result
+        result = ledger.get(rt.db, Job, job_id).result
         artifact = result["artifact_id"]
         out["model"] = {"artifact_id": artifact, "test_accuracy": result["val_accuracy"],
                         "train_wall_seconds": result["wall_seconds"], "probe_epochs": args.probe_epochs}
         _log(f"model {artifact}: test accuracy {result['val_accuracy']:.4f}")
 
-    from ferqueue import ledger
-    from ferqueue.db.models import Job, ModelArtifact
-    from ferqueue.runtime import Runtime
-    from workers.celery_app import app_for
-
-    rt = Runtime()
     art = ledger.get(rt.db, ModelArtifact, artifact)
     app = app_for(rt.settings)
     app.control.purge()
@@ -141,7 +138,7 @@ def main() -> None:
             "images_per_second_per_worker_busy": n / job.result["shard_seconds"] * 1.0,
             "parallel_efficiency": job.result["shard_seconds"] / (args.workers * out["job_seconds_submit_to_merged"]),
             "attempts": sum(s.attempts for s in shards),
-            "shards_per_worker_process": _count(s.worker or "?" for s in shards),
+            "shards_per_worker_process": dict(Counter(s.worker or "?" for s in shards)),
             "store_verify": verify.strip().splitlines()[-1] if verify.strip() else "",
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         })
@@ -161,13 +158,6 @@ def main() -> None:
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n")
-
-
-def _count(items) -> dict:
-    counts: dict = {}
-    for item in items:
-        counts[item] = counts.get(item, 0) + 1
-    return counts
 
 
 if __name__ == "__main__":

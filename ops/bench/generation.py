@@ -69,8 +69,8 @@ class Bench:
         self.rt.tensorflow()
         built = build_model(args.model, len(data.class_names), args.image_size, weights="random", seed=0)
         path, sha = save_model(built.model, self.rt.settings.artifact_root, args.model)
-        self.ds_row = ledger.register_dataset(self.rt.db, data)
-        self.split_row = ledger.register_split(self.rt.db, self.ds_row.id, split)
+        self.ds_row = self.rt.register_dataset(data)
+        self.split_row = self.rt.register_split(self.ds_row.id, split)
         self.artifact = ledger.register_artifact(
             self.rt.db, architecture=args.model, path=str(path), sha256=sha, num_params=built.num_params,
             image_size=args.image_size, class_names=list(data.class_names), weights="random",

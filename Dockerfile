@@ -10,8 +10,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY . /app
-# editable: ferqueue finds its Alembic migrations beside the package (/app/migrations)
-RUN pip install -e /app \
+# a plain install: the Alembic migrations ship inside the package (`ferqueue db upgrade`)
+RUN pip install /app \
     && useradd --create-home --uid 1000 ferqueue \
     && mkdir -p /data \
     && chown ferqueue /data

@@ -7,25 +7,34 @@ artifacts and the adversarial store, with no broker (the local executor).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ferqueue.errors import ConfigError
 
-
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(f"FERQUEUE_{name}")
-    return value if value not in (None, "") else default
+NO_BROKER = ("no broker configured: set FERQUEUE_BROKER_URL (e.g. redis://localhost:6379/0) to use Celery "
+             "workers")
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = _env(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"FERQUEUE_{name}={raw!r} is not an integer") from None
+class _Environment:
+    """FERQUEUE_* values of one environment mapping; an empty value counts as unset."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self.environ = environ
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        value = self.environ.get(f"FERQUEUE_{name}")
+        return value if value not in (None, "") else default
+
+    def integer(self, name: str, default: int) -> int:
+        raw = self.get(name)
+        if raw is None:
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"FERQUEUE_{name}={raw!r} is not an integer") from None
 
 
 @dataclass(frozen=True)
@@ -41,7 +50,6 @@ class Settings:
     flower_user: str | None
     flower_password: str | None
     visibility_timeout: int
-    extra: dict = field(default_factory=dict)
 
     @property
     def executor(self) -> str:
@@ -51,25 +59,32 @@ class Settings:
     def with_overrides(self, **changes) -> Settings:
         return replace(self, **changes)
 
+    def require_broker(self, hint: str | None = None) -> str:
+        """The broker URL; a ConfigError saying what to set when there is none."""
+        if not self.broker_url:
+            raise ConfigError(NO_BROKER + (f", or pass {hint} to run the job in this process" if hint else ""))
+        return self.broker_url
+
     def ensure_dirs(self) -> None:
         for path in (self.home, self.store_root, self.artifact_root, self.cache_dir):
             path.mkdir(parents=True, exist_ok=True)
 
 
-def load_settings() -> Settings:
-    home = Path(_env("HOME", "ferqueue-data")).expanduser().resolve()
-    database_url = _env("DATABASE_URL", f"sqlite:///{home / 'ferqueue.db'}")
-    broker = _env("BROKER_URL")
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``environ`` (default: this process's environment)."""
+    env = _Environment(os.environ if environ is None else environ)
+    home = Path(env.get("HOME", "ferqueue-data")).expanduser().resolve()
+    broker = env.get("BROKER_URL")
     return Settings(
         home=home,
-        database_url=database_url,
-        store_root=Path(_env("STORE_ROOT", str(home / "store"))).expanduser().resolve(),
-        artifact_root=Path(_env("ARTIFACT_ROOT", str(home / "models"))).expanduser().resolve(),
-        cache_dir=Path(_env("CACHE_DIR", str(home / "cache"))).expanduser().resolve(),
+        database_url=env.get("DATABASE_URL", f"sqlite:///{home / 'ferqueue.db'}"),
+        store_root=Path(env.get("STORE_ROOT", str(home / "store"))).expanduser().resolve(),
+        artifact_root=Path(env.get("ARTIFACT_ROOT", str(home / "models"))).expanduser().resolve(),
+        cache_dir=Path(env.get("CACHE_DIR", str(home / "cache"))).expanduser().resolve(),
         broker_url=broker,
-        result_backend=_env("RESULT_BACKEND", broker),
-        tf_threads=_env_int("TF_THREADS", 0),
-        flower_user=_env("FLOWER_USER"),
-        flower_password=_env("FLOWER_PASSWORD"),
-        visibility_timeout=_env_int("VISIBILITY_TIMEOUT", 6 * 3600),
+        result_backend=env.get("RESULT_BACKEND", broker),
+        tf_threads=env.integer("TF_THREADS", 0),
+        flower_user=env.get("FLOWER_USER"),
+        flower_password=env.get("FLOWER_PASSWORD"),
+        visibility_timeout=env.integer("VISIBILITY_TIMEOUT", 6 * 3600),
     )

@@ -1,4 +1,4 @@
-"""Errors raised at the edge, each naming the offending file or value.
+"""Errors raised at the edge, each naming the offending file or value, and how the ledger words them.
 
 The CLI turns any FerqueueError into a one-line message and a non-zero exit;
 anything else is a bug and keeps its traceback.
@@ -23,3 +23,21 @@ class StoreError(FerqueueError):
 
 class LedgerError(FerqueueError):
     """A job, shard, run or artifact is missing or in the wrong state."""
+
+
+class Conflict(LedgerError):
+    """A row another writer created first (a pipeline step planned twice)."""
+
+
+class ServiceError(FerqueueError):
+    """A broker, database or store server is unreachable."""
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as the ledger records it: our own errors by class and message, anything
+    else as Python's one-line summary."""
+    import traceback
+
+    if isinstance(exc, FerqueueError):
+        return f"{type(exc).__name__}: {exc}"
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()

@@ -9,27 +9,18 @@ Settings, kept apart so that nobody mistakes one for another:
 from __future__ import annotations
 
 import time
-import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
 
-_forward_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+from ferqueue.vocabulary import CLEAN, TRANSFER, WHITEBOX
 
 
-def predict_probs(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Softmax outputs in eval mode, batched through one compiled forward function per model."""
-    import tensorflow as tf
+def _probabilities(model, x: np.ndarray) -> np.ndarray:
+    from ferqueue.models.engine import forward  # TensorFlow only when a model runs
 
-    forward = _forward_cache.get(model)
-    if forward is None:
-        # only the batch dimension is free: a short last batch does not retrace
-        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
-        forward = tf.function(lambda batch: model(batch, training=False), input_signature=[spec])
-        _forward_cache[model] = forward
-    out = [forward(np.asarray(x[i : i + batch_size], np.float32)).numpy() for i in range(0, len(x), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), np.float32)
+    return forward(model, x)
 
 
 @dataclass
@@ -56,6 +47,7 @@ class EvalRecord:
     mean_queries: float | None = None
     mean_linf: float | None = None
     mean_l0: float | None = None
+    source_artifact_id: int | None = None  # transfer: the model the stored examples were made against
     predictions: np.ndarray | None = field(default=None, repr=False)
     x_adv: np.ndarray | None = field(default=None, repr=False)
 
@@ -96,10 +88,10 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: l
 def evaluate_clean(model, x: np.ndarray, y: np.ndarray, class_names: list[str],
                    scored: list[int] | None = None) -> EvalRecord:
     started = time.perf_counter()
-    probs = predict_probs(model, x)
+    probs = _probabilities(model, x)
     metrics = classification_metrics(y, probs, class_names, scored)
     return EvalRecord(
-        setting="clean", attack="none", attack_key="none", attack_params=None, epsilon=None,
+        setting=CLEAN, attack="none", attack_key="none", attack_params=None, epsilon=None,
         class_names=list(class_names), seconds=time.perf_counter() - started,
         predictions=probs.argmax(1), **metrics,
     )
@@ -110,11 +102,11 @@ def evaluate_whitebox(model, x, y, class_names, attack, progress=None, keep_imag
     """Run ``attack`` against ``model`` itself and score the model on what it produced."""
     started = time.perf_counter()
     result = attack(model, x, y, progress=progress)
-    probs = predict_probs(model, result.x_adv)
+    probs = _probabilities(model, result.x_adv)
     metrics = classification_metrics(y, probs, class_names, scored)
     summary = result.summary()
     return EvalRecord(
-        setting="whitebox", attack=result.attack, attack_key=attack.key, attack_params=result.params,
+        setting=WHITEBOX, attack=result.attack, attack_key=attack.key, attack_params=result.params,
         epsilon=result.params.get("eps"), class_names=list(class_names),
         seconds=time.perf_counter() - started, success_rate=summary["success_rate"],
         mean_queries=summary["mean_queries"], mean_linf=summary["mean_linf"], mean_l0=summary["mean_l0"],
@@ -123,19 +115,19 @@ def evaluate_whitebox(model, x, y, class_names, attack, progress=None, keep_imag
 
 
 def evaluate_transfer(model, x_adv, y, class_names, attack: str, attack_key: str, attack_params: dict,
-                      linf=None, l0=None) -> EvalRecord:
+                      linf=None, l0=None, source_artifact_id: int | None = None) -> EvalRecord:
     """Score ``model`` on stored adversarial images that were made against another model."""
     started = time.perf_counter()
-    probs = predict_probs(model, x_adv)
+    probs = _probabilities(model, x_adv)
     metrics = classification_metrics(y, probs, class_names)
     pred = probs.argmax(1)
     return EvalRecord(
-        setting="transfer", attack=attack, attack_key=attack_key, attack_params=attack_params,
+        setting=TRANSFER, attack=attack, attack_key=attack_key, attack_params=attack_params,
         epsilon=attack_params.get("eps"), class_names=list(class_names),
         seconds=time.perf_counter() - started,
         mean_linf=float(np.mean(linf)) if linf is not None and len(linf) else None,
         mean_l0=float(np.mean(l0)) if l0 is not None and len(l0) else None,
-        predictions=pred, **metrics,
+        source_artifact_id=source_artifact_id, predictions=pred, **metrics,
     )
 
 

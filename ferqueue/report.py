@@ -16,14 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ferqueue import ledger
-from ferqueue.db.models import DatasetRow, Evaluation, ModelArtifact, SplitRow, TrainingRun
-from ferqueue.db.queries import comparison, results, training_runs
+from ferqueue.db import ledger
+from ferqueue.db.domain import Artifact, DatasetRecord, Evaluation, SplitRecord
+from ferqueue.db.queries import comparison, evaluations, histories, results, training_runs
 from ferqueue.errors import LedgerError
 from ferqueue.runtime import Runtime
+from ferqueue.vocabulary import CLEAN, EXTERNAL, TRAINING_MODES, WHITEBOX
 
-MODE_STYLE = {"standard": "tab:blue", "offline_adv": "tab:red", "online_fgsm": "tab:green",
-              "online_fgsm_rs": "tab:purple", "external": "tab:gray"}
+# one colour per training mode, in the modes' own order
+MODE_STYLE = {**dict(zip(TRAINING_MODES, ("tab:blue", "tab:red", "tab:green", "tab:purple"), strict=False)),
+              EXTERNAL: "tab:gray"}
 
 
 def _plt():
@@ -33,6 +35,15 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig, path: Path) -> Path:
+    """Lay the figure out, write it as a PNG and free it."""
+    plt = _plt()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _label(row: dict) -> str:
@@ -56,11 +67,7 @@ def plot_curves(run: dict, history: dict, out: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(f"run {run['run_id']}: {run['model']} {run['mode']}")
-    fig.tight_layout()
-    path = out / f"curves-run{run['run_id']}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / f"curves-run{run['run_id']}.png")
 
 
 def plot_confusions(evals: list[Evaluation], title: str, out: Path, stem: str) -> Path:
@@ -81,23 +88,19 @@ def plot_confusions(evals: list[Evaluation], title: str, out: Path, stem: str) -
             if v:
                 ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
                         color="white" if v > matrix.max() / 2 else "black")
-        what = "clean" if ev.setting == "clean" else f"{ev.setting} {ev.attack_key}"
+        what = CLEAN if ev.setting == CLEAN else f"{ev.setting} {ev.attack_key}"
         ax.set_title(f"{what}\naccuracy {ev.accuracy:.3f}", fontsize=9)
         ax.set_xlabel("predicted", fontsize=8)
         ax.set_ylabel("true", fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    path = out / f"confusion-{stem}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / f"confusion-{stem}.png")
 
 
 def plot_accuracy_vs_eps(rows: list[dict], out: Path) -> Path | None:
     series: dict[tuple, list] = {}
     clean = {}
     for r in rows:
-        if r["setting"] == "clean":
+        if r["setting"] == CLEAN:
             clean[r["artifact_id"]] = r["accuracy"]
         elif r["epsilon"] is not None:
             series.setdefault((_label(r), r["mode"], r["attack"], r["setting"], r["artifact_id"]), []).append(
@@ -114,20 +117,16 @@ def plot_accuracy_vs_eps(rows: list[dict], out: Path) -> Path | None:
             points = sorted(points)
             xs = [0.0, *[p[0] for p in points]]
             ys = [clean.get(artifact_id, np.nan), *[p[1] for p in points]]
-            ax.plot(xs, ys, "o-" if setting == "whitebox" else "s--", color=MODE_STYLE.get(mode),
-                    alpha=1.0 if setting == "whitebox" else 0.6, label=f"{label} ({setting})")
+            ax.plot(xs, ys, "o-" if setting == WHITEBOX else "s--", color=MODE_STYLE.get(mode),
+                    alpha=1.0 if setting == WHITEBOX else 0.6, label=f"{label} ({setting})")
         ax.set(title=f"{attack}: white-box (solid) and transfer (dashed)", xlabel="ε", ylabel="accuracy",
                ylim=(0, 1.02))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "accuracy-vs-eps.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "accuracy-vs-eps.png")
 
 
-def plot_examples(rt: Runtime, artifact: ModelArtifact, ds_row: DatasetRow, split_row: SplitRow, out: Path,
+def plot_examples(rt: Runtime, artifact: Artifact, ds_row: DatasetRecord, split_row: SplitRecord, out: Path,
                   label: str, eps: float = 0.01, n: int = 4, pixel_queries: int = 100) -> Path:
     """Original, FGSM and one-pixel versions of a few test images, attacked on this model."""
     from ferqueue.attacks import FGSM, PixelAttack
@@ -160,11 +159,7 @@ def plot_examples(rt: Runtime, artifact: ModelArtifact, ds_row: DatasetRow, spli
                 r, c = np.unravel_index(np.argmax(diff), diff.shape)
                 ax.add_patch(plt.Circle((c, r), radius=max(2, x.shape[1] / 25), fill=False, color="yellow", lw=1.2))
     fig.suptitle(label)
-    fig.tight_layout()
-    path = out / f"examples-{artifact.architecture}-{artifact.id}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / f"examples-{artifact.architecture}-{artifact.id}.png")
 
 
 def _md_table(header: list[str], body: list[list]) -> str:
@@ -183,7 +178,7 @@ def write_report(rt: Runtime, out: Path, experiment: str | None = None, run_id: 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if run_id is not None:
-        run_row = ledger.get(rt.db, TrainingRun, run_id)
+        run_row = ledger.run(rt.db, run_id)
         exp_id = run_row.experiment_id
         runs = [r for r in training_runs(rt.db, exp_id) if r["run_id"] == run_id]
         artifact_ids = {run_row.artifact_id}
@@ -198,14 +193,11 @@ def write_report(rt: Runtime, out: Path, experiment: str | None = None, run_id: 
     if not runs:
         raise LedgerError(f"{title} has no training runs to report")
     written: list[Path] = []
-    histories = {}
-    with rt.db.session() as s:
-        for r in runs:
-            histories[r["run_id"]] = s.get(TrainingRun, r["run_id"]).history or {}
-        evals = {e.id: e for e in s.query(Evaluation).filter(Evaluation.id.in_([r["evaluation_id"] for r in rows]))}
+    history = histories(rt.db, [r["run_id"] for r in runs])
+    evals = evaluations(rt.db, [r["evaluation_id"] for r in rows])
     for r in runs:
-        if histories[r["run_id"]].get("loss"):
-            written.append(plot_curves(r, histories[r["run_id"]], out))
+        if history[r["run_id"]].get("loss"):
+            written.append(plot_curves(r, history[r["run_id"]], out))
     by_artifact: dict[int, list[dict]] = {}
     for r in rows:
         by_artifact.setdefault(r["artifact_id"], []).append(r)
@@ -221,9 +213,8 @@ def write_report(rt: Runtime, out: Path, experiment: str | None = None, run_id: 
             ev = evals[arows[0]["evaluation_id"]]
             if ev.split_id is None:
                 continue
-            artifact = ledger.get(rt.db, ModelArtifact, artifact_id)
-            written.append(plot_examples(rt, artifact, ledger.get(rt.db, DatasetRow, ev.dataset_id),
-                                         ledger.get(rt.db, SplitRow, ev.split_id), out, _label(arows[0])))
+            written.append(plot_examples(rt, ledger.artifact(rt.db, artifact_id), ledger.dataset(rt.db, ev.dataset_id),
+                                         ledger.split(rt.db, ev.split_id), out, _label(arows[0])))
     summary = out / "summary.md"
     summary.write_text(_summary_markdown(rt, title, exp_id, runs, rows, evals, written))
     written.append(summary)
@@ -232,9 +223,9 @@ def write_report(rt: Runtime, out: Path, experiment: str | None = None, run_id: 
 
 def _confusion_choice(arows: list[dict]) -> list[dict]:
     """Clean, then the weakest-ε white-box FGSM and PGD, and the one-pixel attack."""
-    chosen = [r for r in arows if r["setting"] == "clean"]
+    chosen = [r for r in arows if r["setting"] == CLEAN]
     for attack in ("fgsm", "pgd", "pixel"):
-        candidates = [r for r in arows if r["setting"] == "whitebox" and r["attack"] == attack]
+        candidates = [r for r in arows if r["setting"] == WHITEBOX and r["attack"] == attack]
         if candidates:
             chosen.append(min(candidates, key=lambda r: r["epsilon"] or 0))
     return chosen
@@ -242,12 +233,11 @@ def _confusion_choice(arows: list[dict]) -> list[dict]:
 
 def _epochs(run: dict) -> str:
     """Fine-tuning epochs, plus the head-only probe epochs that came first (e.g. '10 + 100 probe')."""
-    probe = ((run.get("params") or {}).get("train") or {}).get("probe_epochs")
-    return f"{run['epochs']} + {probe} probe" if probe and run["model"] != "tiny_cnn" else str(run["epochs"])
+    return f"{run['epochs']} + {run['probe_epochs']} probe" if run["probe_epochs"] else str(run["epochs"])
 
 
 def _summary_markdown(rt, title, exp_id, runs, rows, evals, written) -> str:
-    clean = {r["artifact_id"]: r for r in rows if r["setting"] == "clean"}
+    clean = {r["artifact_id"]: r for r in rows if r["setting"] == CLEAN}
     parts = [f"# ferqueue report: {title}", ""]
     parts += ["## Table 1: models (parameters, training time, accuracy)", "",
               _md_table(["run", "model", "training", "parameters", "weights", "epochs", "training s",

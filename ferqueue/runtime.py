@@ -1,4 +1,4 @@
-"""Per-process runtime: settings, the ledger, and caches of datasets and models.
+"""Per-process runtime: settings, the ledger, and caches of datasets, splits and models.
 
 The local executor and every Celery worker child hold one Runtime. Caches are keyed by
 fingerprint, so a worker that runs many shards of one job loads its model and dataset once.
@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from pathlib import Path
 
 from ferqueue.config import Settings, load_settings
-from ferqueue.db.models import DatasetRow, ModelArtifact, SplitRow
+from ferqueue.db.domain import Artifact, DatasetRecord, Job, SplitRecord
 from ferqueue.db.session import Database, open_database
-from ferqueue.errors import DataError
+from ferqueue.errors import ConfigError, DataError, StoreError
+from ferqueue.vocabulary import DONE
 
 _MODEL_CACHE_SIZE = 3
 
@@ -32,6 +34,9 @@ def configure_tensorflow(threads: int) -> None:
 
 
 class Runtime:
+    """``migrate``: create or upgrade the schema first (commands that record something);
+    otherwise the schema is only checked (read-only commands and workers)."""
+
     def __init__(self, settings: Settings | None = None, migrate: bool = True):
         self.settings = settings or load_settings()
         self.settings.ensure_dirs()
@@ -46,14 +51,15 @@ class Runtime:
             configure_tensorflow(self.settings.tf_threads)
             self._tf_ready = True
 
-    def dataset(self, row: DatasetRow, progress=None):
-        """The dataset a ledger row describes, refused if its files changed since registration."""
+    # -- data ------------------------------------------------------------------------------------
+
+    def dataset(self, row: DatasetRecord, progress=None):
+        """The dataset a ledger record describes, refused if its files changed since registration."""
         from ferqueue.data import load_dataset
 
         key = (row.fingerprint, row.image_size)
         if key not in self._datasets:
-            dataset = load_dataset(row.source, row.image_size, cache_dir=self.settings.cache_dir,
-                                   progress=progress)
+            dataset = load_dataset(row.source, row.image_size, cache_dir=self.settings.cache_dir, progress=progress)
             if dataset.fingerprint != row.fingerprint:
                 raise DataError(
                     f"dataset {row.source} changed since it was registered "
@@ -62,35 +68,54 @@ class Runtime:
             self._datasets[key] = dataset
         return self._datasets[key]
 
-    def register_dataset(self, dataset) -> DatasetRow:
+    def split(self, dataset, row: SplitRecord):
+        """The split a ledger record describes, made again and checked against its fingerprint."""
+        from ferqueue.data import make_split
+
+        if row.fingerprint not in self._splits:
+            made = make_split(dataset, row.kind, test_fraction=row.test_fraction, seed=row.seed,
+                              n_folds=row.n_folds, fold=row.fold)
+            if made.fingerprint != row.fingerprint:
+                raise DataError(f"split {row.id} of {dataset.source} no longer reproduces its recorded indices")
+            self._splits[row.fingerprint] = made
+        return self._splits[row.fingerprint]
+
+    def records(self, dataset_id: int, split_id: int) -> tuple[DatasetRecord, SplitRecord]:
+        """The ledger records of a dataset and one of its splits."""
+        from ferqueue.db import ledger
+
+        ds_row = ledger.dataset(self.db, dataset_id)
+        split_row = ledger.split(self.db, split_id)
+        if split_row.dataset_id != ds_row.id:
+            raise ConfigError(f"split {split_row.id} belongs to dataset {split_row.dataset_id}, not {ds_row.id}")
+        return ds_row, split_row
+
+    def data(self, dataset_id: int, split_id: int):
+        """(dataset record, dataset, split) of a job's spec."""
+        ds_row, split_row = self.records(dataset_id, split_id)
+        dataset = self.dataset(ds_row)
+        return ds_row, dataset, self.split(dataset, split_row)
+
+    def register_dataset(self, dataset) -> DatasetRecord:
         """Record a dataset loaded in this process and keep it cached, so that jobs run here
         do not load (and fingerprint) it a second time."""
-        from ferqueue import ledger
+        from ferqueue.db import ledger
 
         row = ledger.register_dataset(self.db, dataset)
         self._datasets[(row.fingerprint, row.image_size)] = dataset
         return row
 
-    def register_split(self, dataset_id: int, split) -> SplitRow:
+    def register_split(self, dataset_id: int, split) -> SplitRecord:
         """Record a split made in this process and keep it cached, as ``register_dataset``."""
-        from ferqueue import ledger
+        from ferqueue.db import ledger
 
         row = ledger.register_split(self.db, dataset_id, split)
         self._splits[row.fingerprint] = split
         return row
 
-    def split(self, dataset, row: SplitRow):
-        from ferqueue.data import make_split
+    # -- models and stores -------------------------------------------------------------------------
 
-        if row.fingerprint not in self._splits:
-            split = make_split(dataset, row.kind, test_fraction=row.test_fraction, seed=row.seed,
-                               n_folds=row.n_folds, fold=row.fold)
-            if split.fingerprint != row.fingerprint:
-                raise DataError(f"split {row.id} of {dataset.source} no longer reproduces its recorded indices")
-            self._splits[row.fingerprint] = split
-        return self._splits[row.fingerprint]
-
-    def model(self, artifact: ModelArtifact):
+    def model(self, artifact: Artifact):
         """Load (or reuse) a model artifact, verifying its sha256 on first load."""
         from ferqueue.models import load_model
 
@@ -103,3 +128,19 @@ class Runtime:
         while len(self._models) > _MODEL_CACHE_SIZE:
             self._models.popitem(last=False)
         return model
+
+    def store_dir(self, job_id: int) -> Path:
+        """Where a job's shards and merged store live, under the store root."""
+        from ferqueue.store.layout import job_dir
+
+        return job_dir(self.settings.store_root, job_id)
+
+    def finished_store(self, job_id: int) -> tuple[Job, object]:
+        """A finished generation job and its merged store, checked against the ledger's sha256."""
+        from ferqueue.db import ledger
+        from ferqueue.store import AdversarialStore
+
+        job = ledger.job(self.db, job_id)
+        if job.kind != "generate" or job.status != DONE:
+            raise StoreError(f"job {job_id} is not a finished generation job ({job.kind}, {job.status})")
+        return job, AdversarialStore(job.store_path, job.store_sha256)

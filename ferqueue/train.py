@@ -24,12 +24,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ferqueue.arrays import batches
+from ferqueue.attacks.base import check_eps
 from ferqueue.errors import ConfigError
 from ferqueue.models import set_backbone_trainable
 from ferqueue.models.zoo import backbones
-
-ONLINE_MODES = {"online_fgsm": False, "online_fgsm_rs": True}  # mode -> random start
-MODES = ("standard", "offline_adv", *ONLINE_MODES)
+from ferqueue.vocabulary import ONLINE_MODES, STANDARD, TRAINING_MODES
 
 
 @dataclass(frozen=True)
@@ -42,13 +42,13 @@ class TrainConfig:
     augment: bool = True  # horizontal flips, plus shifts of up to ``shift`` of the image size
     shift: float = 0.0
     seed: int = 42
-    mode: str = "standard"
+    mode: str = STANDARD
     adv_eps: float = 0.01  # online modes: FGSM epsilon regenerated every batch
     label_smoothing: float = 0.0
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ConfigError(f"unknown training mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.mode not in TRAINING_MODES:
+            raise ConfigError(f"unknown training mode {self.mode!r}; choose one of {', '.join(TRAINING_MODES)}")
         if self.epochs < 0 or self.probe_epochs < 0:
             raise ConfigError(f"epochs must not be negative, got {self.epochs}/{self.probe_epochs}")
         if self.batch_size < 1:
@@ -57,8 +57,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not (0 < value < 1):
                 raise ConfigError(f"{name.replace('_', ' ')} {value} is outside (0, 1)")
-        if not 0 < self.adv_eps <= 1:
-            raise ConfigError(f"epsilon {self.adv_eps} is outside (0, 1]")
+        check_eps(self.adv_eps)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,10 +94,11 @@ class _Steps:
         import keras
         import tensorflow as tf
 
-        from ferqueue.models import logits_model
+        from ferqueue.models.engine import compiled
 
         self.model = model
-        logits = logits_model(model)
+        fns = compiled(model)
+        logits = fns.logits
         smoothing = config.label_smoothing
         num_classes = model.output_shape[-1]
         eps = config.adv_eps
@@ -111,19 +111,15 @@ class _Steps:
                                                          label_smoothing=smoothing)
 
         def perturb(x, y):
-            # FGSM against the current weights ("fast is better than free" adds a random start)
+            # FGSM against the current weights, the engine's signed-gradient step ("fast is
+            # better than free" adds a random start and a step of 1.25 eps)
             if random_start:
-                delta = tf.random.uniform(tf.shape(x), -eps, eps)
-                x0 = tf.clip_by_value(x + delta, 0.0, 1.0)
+                start = tf.clip_by_value(x + tf.random.uniform(tf.shape(x), -eps, eps), 0.0, 1.0)
                 step = 1.25 * eps
             else:
-                x0, step = x, eps
-            with tf.GradientTape() as tape:
-                tape.watch(x0)
-                loss = tf.reduce_sum(loss_fn(y, logits(x0, training=False)))
-            grad = tape.gradient(loss, x0)
-            x_adv = tf.clip_by_value(x0 + step * tf.sign(grad), x - eps, x + eps)
-            return tf.stop_gradient(tf.clip_by_value(x_adv, 0.0, 1.0))
+                start, step = x, eps
+            x_adv, _probs = fns.step_graph(start, x, y, eps, step, 1.0)
+            return tf.stop_gradient(x_adv)
 
         @tf.function(reduce_retracing=True)
         def train_step(x, y):
@@ -157,9 +153,8 @@ class _Steps:
 
 def _evaluate(steps: _Steps, x, y, batch_size: int) -> tuple[float, float]:
     total_loss = total_correct = 0.0
-    for start in range(0, len(x), max(batch_size, 128)):
-        stop = start + max(batch_size, 128)
-        loss, correct = steps.eval_step(np.asarray(x[start:stop], np.float32), np.asarray(y[start:stop], np.int64))
+    for part in batches(len(x), max(batch_size, 128)):
+        loss, correct = steps.eval_step(np.asarray(x[part], np.float32), np.asarray(y[part], np.int64))
         total_loss += float(loss)
         total_correct += float(correct)
     return total_loss / max(len(x), 1), total_correct / max(len(x), 1)
@@ -180,12 +175,12 @@ def _probe(model, x_train, y_train, x_val, y_val, config: TrainConfig, rng, hist
     import keras
     import tensorflow as tf
 
-    from ferqueue.evaluate import predict_probs
+    from ferqueue.models.engine import forward
 
     set_backbone_trainable(model, False)
     extractor = keras.Model(model.inputs, model.get_layer("head_dense").input)
-    f_train = predict_probs(extractor, x_train)
-    f_val = predict_probs(extractor, x_val) if x_val is not None and len(x_val) else None
+    f_train = forward(extractor, x_train)
+    f_val = forward(extractor, x_val) if x_val is not None and len(x_val) else None
     head = _head_model(model)
     optimizer = keras.optimizers.Adam(config.lr)
     variables = head.trainable_variables

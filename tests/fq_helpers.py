@@ -11,8 +11,8 @@ DATASETS = SHARED / "datasets"
 
 def register_tiny(rt, dataset, split_kind="random", model_file=None):
     """Register dataset, split and (optionally) the tiny artifact in rt's ledger."""
-    from ferqueue import ledger
     from ferqueue.data import make_split
+    from ferqueue.db import ledger
 
     ds_row = ledger.register_dataset(rt.db, dataset)
     split = make_split(dataset, split_kind, seed=1)
@@ -25,3 +25,43 @@ def register_tiny(rt, dataset, split_kind="random", model_file=None):
                                             class_names=list(dataset.class_names), weights="random",
                                             size_bytes=Path(path).stat().st_size)
     return ds_row, split_row, split, artifact
+
+
+class Deferred:
+    """An executor that runs nothing: it keeps every unit dispatched to it, so a test can run
+    shards one by one and decide when (and whether) the job's finishing unit runs."""
+
+    name = "deferred"
+
+    def __init__(self, rt):
+        from ferqueue.jobs import no_progress
+
+        self.rt = rt
+        self.progress = no_progress
+        self.units = []
+
+    def dispatch(self, unit, in_flight=frozenset()):
+        self.units.append(unit)
+        return []
+
+
+def run_shards(rt, job_id: int) -> Deferred:
+    """Run every unfinished shard of a job here, but not its finishing unit (held by the
+    returned executor once the last shard claimed it)."""
+    from ferqueue.db import ledger
+    from ferqueue.jobs import Unit, run_unit
+
+    deferred = Deferred(rt)
+    job = ledger.job(rt.db, job_id)
+    for shard in ledger.unfinished_shards(rt.db, job_id):
+        run_unit(deferred, Unit(job.kind, job_id, shard.id))
+    return deferred
+
+
+def run_job(rt, job_id: int):
+    """Run a job to its end here; its final record."""
+    from ferqueue.db import ledger
+    from ferqueue.jobs import LocalExecutor
+
+    LocalExecutor(rt).run(job_id)
+    return ledger.job(rt.db, job_id)

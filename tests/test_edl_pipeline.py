@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from fq_helpers import register_tiny
 
-from ferqueue import jobs, ledger
-from ferqueue.db.models import Job
+from ferqueue import jobs
+from ferqueue.db import ledger
 from ferqueue.db.queries import results, training_runs
-from ferqueue.pipeline import PaperPlan
+from ferqueue.plans import PaperPlan
 
 
 def test_edl_trains_and_is_attackable():
@@ -39,9 +39,9 @@ def test_edl_runs_the_four_scenarios(rt):
                      train={"epochs": 1, "probe_epochs": 1, "batch_size": 16}, adv_train={"epochs": 1, "probe_epochs": 1},
                      weights="random", eval_attacks=["fgsm:eps=0.02"], store_attacks=["fgsm:eps=0.01"],
                      eval_limit=6)
-    pipeline = jobs.plan_pipeline(rt, plan.steps())
+    pipeline = jobs.plan(rt, jobs.PipelineSpec(steps=plan.steps()))
     jobs.LocalExecutor(rt).run(pipeline.id)
-    assert ledger.get(rt.db, Job, pipeline.id).status == "done"
+    assert ledger.job(rt.db, pipeline.id).status == "done"
     runs = training_runs(rt.db)
     assert [r["mode"] for r in runs] == ["standard", "offline_adv"]
     assert all(r["num_params"] == 29_681_351 for r in runs)

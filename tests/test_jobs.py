@@ -3,21 +3,23 @@
 import h5py
 import numpy as np
 import pytest
-from fq_helpers import register_tiny
+from fq_helpers import register_tiny, run_job, run_shards
 
-from ferqueue import jobs, ledger
-from ferqueue.db.models import Job, Shard, TrainingRun
+from ferqueue import jobs
+from ferqueue.db import ledger
+from ferqueue.db.tables import JobRow
 from ferqueue.errors import ConfigError, StoreError
+from ferqueue.jobs import EvaluateSpec, GenerateSpec, LocalExecutor, PipelineSpec, TrainSpec, Unit, run_unit
 from ferqueue.store import AdversarialStore
 
 
 @pytest.fixture
 def generated(rt, synthetic_small, tiny_model_file):
     ds_row, split_row, split, artifact = register_tiny(rt, synthetic_small, model_file=tiny_model_file)
-    job = jobs.plan_generate(rt, artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
-                             attacks=["fgsm:eps=0.02", "pixel:k=1,method=random,queries=20"], shard_size=64)
-    jobs.LocalExecutor(rt).run(job.id)
-    return ledger.get(rt.db, Job, job.id), split, ds_row, split_row, artifact
+    job = jobs.plan(rt, GenerateSpec(artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
+                                     attacks=["fgsm:eps=0.02", "pixel:k=1,method=random,queries=20"], shard_size=64))
+    LocalExecutor(rt).run(job.id)
+    return ledger.job(rt.db, job.id), split, ds_row, split_row, artifact
 
 
 def test_generate_job_stores_every_training_example_once_in_order(generated, synthetic_small):
@@ -42,47 +44,47 @@ def test_generate_job_stores_every_training_example_once_in_order(generated, syn
 def test_rerunning_a_finished_job_changes_nothing(rt, generated):
     job, *_ = generated
     before = [(s.path, s.sha256, s.attempts) for s in ledger.shards(rt.db, job.id)]
-    jobs.LocalExecutor(rt).run(job.id)
+    LocalExecutor(rt).run(job.id)
     for shard in ledger.shards(rt.db, job.id):
-        assert jobs.run_shard(rt, shard.id)["status"] == "skipped"
+        assert run_unit(LocalExecutor(rt), Unit("generate", job.id, shard.id))["status"] == "skipped"
+    assert run_unit(LocalExecutor(rt), Unit("generate", job.id))["status"] == "skipped: job is done"
     assert [(s.path, s.sha256, s.attempts) for s in ledger.shards(rt.db, job.id)] == before
-    assert ledger.get(rt.db, Job, job.id).merge_count == 1
+    assert ledger.job(rt.db, job.id).merge_count == 1
 
 
 def test_merge_refuses_an_altered_shard_and_keeps_the_files(rt, synthetic_small, tiny_model_file):
     ds_row, split_row, _split, artifact = register_tiny(rt, synthetic_small, model_file=tiny_model_file)
-    job = jobs.plan_generate(rt, artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
-                             attacks=["fgsm:eps=0.01"], shard_size=100)
+    job = jobs.plan(rt, GenerateSpec(artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
+                                     attacks=["fgsm:eps=0.01"], shard_size=100))
     shards = ledger.shards(rt.db, job.id)
-    for shard in shards:
-        jobs.run_shard(rt, shard.id)
-    victim = ledger.get(rt.db, Shard, shards[0].id)
+    deferred = run_shards(rt, job.id)
+    assert deferred.units == [Unit("generate", job.id)], "the last shard claimed the merge, exactly once"
+    victim = ledger.shard(rt.db, shards[0].id)
     with h5py.File(victim.path, "r+") as handle:
         handle["images"][0, 0, 0, 0] = 0.5
     with pytest.raises(StoreError, match="altered|bytes"):
-        jobs.merge_if_complete(rt, job.id)
-    failed = ledger.get(rt.db, Job, job.id)
+        run_unit(LocalExecutor(rt), deferred.units[0])
+    failed = ledger.job(rt.db, job.id)
     assert failed.status == "failed" and ("altered" in failed.error or "bytes" in failed.error)
-    assert all(ledger.get(rt.db, Shard, s.id).status == "done" for s in shards), "the ledger keeps every shard"
+    assert all(ledger.shard(rt.db, s.id).status == "done" for s in shards), "the ledger keeps every shard"
 
 
 def test_plan_rejects_bad_attacks_before_anything_is_stored(rt, synthetic_small, tiny_model_file):
     ds_row, split_row, _split, artifact = register_tiny(rt, synthetic_small, model_file=tiny_model_file)
     for bad, message in (("fgsm:eps=1.5", "1.5"), ("warp:eps=0.1", "warp"), ("fgsm:eps=0.1,foo=2", "foo")):
         with pytest.raises(ConfigError, match=message):
-            jobs.plan_generate(rt, artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
-                               attacks=[bad])
+            jobs.plan(rt, GenerateSpec(artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
+                                       attacks=[bad]))
     with rt.db.session() as s:
-        assert s.query(Job).count() == 0
+        assert s.query(JobRow).count() == 0
 
 
 def test_offline_adversarial_training_uses_the_store_and_charges_its_cost(rt, generated):
     job, split, ds_row, split_row, _art = generated
-    train = jobs.plan_train(rt, dataset_id=ds_row.id, split_id=split_row.id, architecture="tiny_cnn",
-                            mode="offline_adv", train={"epochs": 2, "lr": 3e-3, "augment": False},
-                            weights="random", store_job_id=job.id)
-    outcome = jobs.run_train(rt, train.id)
-    run = ledger.get(rt.db, TrainingRun, outcome["run_id"])
+    train = jobs.plan(rt, TrainSpec(dataset_id=ds_row.id, split_id=split_row.id, architecture="tiny_cnn",
+                                    mode="offline_adv", train={"epochs": 2, "lr": 3e-3, "augment": False},
+                                    weights="random", store_job_id=job.id))
+    run = ledger.run(rt.db, run_job(rt, train.id).result["run_id"])
     assert run.status == "done" and run.mode == "offline_adv"
     assert run.examples_seen == 2 * 3 * len(split.train), "original + two stored attacks, two epochs"
     assert run.generation_seconds > 0 and run.generation_gradient_evals > 0
@@ -91,35 +93,35 @@ def test_offline_adversarial_training_uses_the_store_and_charges_its_cost(rt, ge
 
 def test_offline_training_refuses_a_store_of_test_images(rt, synthetic_small, tiny_model_file):
     ds_row, split_row, _split, artifact = register_tiny(rt, synthetic_small, model_file=tiny_model_file)
-    gen = jobs.plan_generate(rt, artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
-                             attacks=["fgsm:eps=0.01"], subset="test")
-    jobs.LocalExecutor(rt).run(gen.id)
-    train = jobs.plan_train(rt, dataset_id=ds_row.id, split_id=split_row.id, architecture="tiny_cnn",
-                            mode="offline_adv", train={"epochs": 1}, weights="random", store_job_id=gen.id)
+    gen = jobs.plan(rt, GenerateSpec(artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
+                                     attacks=["fgsm:eps=0.01"], subset="test"))
+    LocalExecutor(rt).run(gen.id)
+    train = jobs.plan(rt, TrainSpec(dataset_id=ds_row.id, split_id=split_row.id, architecture="tiny_cnn",
+                                    mode="offline_adv", train={"epochs": 1}, weights="random", store_job_id=gen.id))
     with pytest.raises(StoreError, match="leak test images"):
-        jobs.run_train(rt, train.id)
-    assert ledger.get(rt.db, Job, train.id).status == "failed"
+        LocalExecutor(rt).run(train.id)
+    assert ledger.job(rt.db, train.id).status == "failed"
 
 
 def test_offline_training_refuses_a_store_of_another_split(rt, synthetic_small, tiny_model_file, generated):
     job, _split, ds_row, _sr, _art = generated
     _ds, other_split_row, _s, _a = register_tiny(rt, synthetic_small, split_kind="subject")
-    train = jobs.plan_train(rt, dataset_id=ds_row.id, split_id=other_split_row.id, architecture="tiny_cnn",
-                            mode="offline_adv", train={"epochs": 1}, weights="random", store_job_id=job.id)
+    train = jobs.plan(rt, TrainSpec(dataset_id=ds_row.id, split_id=other_split_row.id, architecture="tiny_cnn",
+                                    mode="offline_adv", train={"epochs": 1}, weights="random", store_job_id=job.id))
     with pytest.raises(StoreError, match="split_fingerprint"):
-        jobs.run_train(rt, train.id)
+        LocalExecutor(rt).run(train.id)
 
 
 def test_evaluate_writes_clean_whitebox_and_transfer_rows(rt, synthetic_small, tiny_model_file):
     from ferqueue.db.queries import results
 
     ds_row, split_row, split, artifact = register_tiny(rt, synthetic_small, model_file=tiny_model_file)
-    gen = jobs.plan_generate(rt, artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
-                             attacks=["fgsm:eps=0.03"], subset="test")
-    jobs.LocalExecutor(rt).run(gen.id)
-    ev = jobs.plan_evaluate(rt, artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
-                            attacks=["fgsm:eps=0.03", "pgd:eps=0.03,steps=5"], transfer_store_job_id=gen.id)
-    jobs.run_evaluate(rt, ev.id)
+    gen = jobs.plan(rt, GenerateSpec(artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
+                                     attacks=["fgsm:eps=0.03"], subset="test"))
+    LocalExecutor(rt).run(gen.id)
+    ev = jobs.plan(rt, EvaluateSpec(artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
+                                    attacks=["fgsm:eps=0.03", "pgd:eps=0.03,steps=5"], transfer_store_job_id=gen.id))
+    LocalExecutor(rt).run(ev.id)
     rows = results(rt.db)
     by = {(r["setting"], r["attack_key"]): r for r in rows}
     assert set(by) == {("clean", "none"), ("whitebox", "fgsm-eps0.03"), ("whitebox", "pgd-eps0.03-steps5"),
@@ -130,37 +132,38 @@ def test_evaluate_writes_clean_whitebox_and_transfer_rows(rt, synthetic_small, t
     # stored examples made against this very model score exactly like the white-box FGSM re-run
     assert by[("transfer", "fgsm-eps0.03")]["accuracy"] == pytest.approx(by[("whitebox", "fgsm-eps0.03")]["accuracy"])
     assert by[("transfer", "fgsm-eps0.03")]["source_artifact_id"] == artifact.id
-    jobs.run_evaluate(rt, ev.id)  # finished: a no-op, no duplicate rows
+    LocalExecutor(rt).run(ev.id)  # finished: a no-op, no duplicate rows
+    assert run_unit(LocalExecutor(rt), Unit("evaluate", ev.id))["status"] == "skipped: job is done"
     assert len(results(rt.db)) == 4
 
 
 def test_pipeline_runs_each_step_once_and_records_failure(rt, synthetic_small):
-    from ferqueue.pipeline import PaperPlan
+    from ferqueue.plans import PaperPlan
 
     ds_row, split_row, _split, _ = register_tiny(rt, synthetic_small)
     plan = PaperPlan(models=["tiny_cnn"], dataset_id=ds_row.id, split_id=split_row.id,
                      train={"epochs": 1, "augment": False}, adv_train={"epochs": 1, "augment": False},
                      weights="random", eval_attacks=["fgsm:eps=0.02"],
                      store_attacks=["fgsm:eps=0.01"], shard_size=200, eval_limit=20)
-    pipeline = jobs.plan_pipeline(rt, plan.steps())
-    jobs.LocalExecutor(rt).run(pipeline.id)
+    pipeline = jobs.plan(rt, PipelineSpec(steps=plan.steps()))
+    LocalExecutor(rt).run(pipeline.id)
     children = ledger.children(rt.db, pipeline.id)
     assert [c.step for c in children] == [s["name"] for s in plan.steps()]
     assert all(c.status == "done" for c in children)
-    assert ledger.get(rt.db, Job, pipeline.id).status == "done"
-    assert jobs.advance_pipeline(rt, pipeline.id) == []
+    assert ledger.job(rt.db, pipeline.id).status == "done"
+    assert jobs.kind("pipeline").advance(rt, ledger.job(rt.db, pipeline.id)) == []
 
-    bad = jobs.plan_pipeline(rt, [{"name": "t", "kind": "train", "args": {
+    bad = jobs.plan(rt, PipelineSpec(steps=[{"name": "t", "kind": "train", "args": {
         "dataset_id": ds_row.id, "split_id": split_row.id, "architecture": "tiny_cnn", "mode": "offline_adv",
-        "train": {"epochs": 1}, "weights": "random", "store_job_id": children[0].id}}])
+        "train": {"epochs": 1}, "weights": "random", "store_job_id": children[0].id}}]))
     with pytest.raises(StoreError):
-        jobs.LocalExecutor(rt).run(bad.id)
-    assert ledger.get(rt.db, Job, bad.id).status == "failed"
-    assert "not a finished generation job" in ledger.get(rt.db, Job, bad.id).error
+        LocalExecutor(rt).run(bad.id)
+    assert ledger.job(rt.db, bad.id).status == "failed"
+    assert "not a finished generation job" in ledger.job(rt.db, bad.id).error
 
 
 def test_store_paths_stay_under_the_store_root(rt):
-    assert rt.settings.store_root in jobs.store_dir(rt, 7).parents
+    assert rt.settings.store_root in rt.store_dir(7).parents
 
 
 def test_a_dataset_and_split_registered_here_are_not_loaded_again(rt, synthetic_small):

@@ -4,10 +4,9 @@ import threading
 
 import pytest
 
-from ferqueue import ledger
-from ferqueue.db.models import Job, Shard
+from ferqueue.db import ledger
 from ferqueue.db.session import open_database
-from ferqueue.store import ShardInfo
+from ferqueue.errors import Conflict
 
 
 def _plan(db, n_shards=3):
@@ -17,9 +16,9 @@ def _plan(db, n_shards=3):
     return job, ledger.shards(db, job.id)
 
 
-def _info(tmp_path, i):
-    return ShardInfo(path=tmp_path / f"s{i}.h5", sha256=f"{i:064d}", size_bytes=10, n_examples=4, n_success=1,
-                     queries=4)
+def _info(tmp_path, i, seconds=1.0):
+    return {"path": str(tmp_path / f"s{i}.h5"), "sha256": f"{i:064d}", "size_bytes": 10, "n_examples": 4,
+            "n_success": 1, "queries": 4, "seconds": seconds}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -35,11 +34,11 @@ def test_shard_lifecycle_and_redelivery(db, tmp_path):
     job, shards = _plan(db, 1)
     shard = ledger.begin_shard(db, shards[0].id, "w1")
     assert shard.status == "running" and shard.attempts == 1 and shard.worker == "w1"
-    assert ledger.get(db, Job, job.id).status == "running"
-    assert ledger.complete_shard(db, shard.id, _info(tmp_path, 0), 1.5)
+    assert ledger.job(db, job.id).status == "running"
+    assert ledger.complete_shard(db, shard.id, **_info(tmp_path, 0, 1.5))
     assert ledger.begin_shard(db, shard.id, "w2") is None, "a finished shard is not started again"
-    assert not ledger.complete_shard(db, shard.id, _info(tmp_path, 9), 1.0), "the first completion stands"
-    row = ledger.get(db, Shard, shard.id)
+    assert not ledger.complete_shard(db, shard.id, **_info(tmp_path, 9)), "the first completion stands"
+    row = ledger.shard(db, shard.id)
     assert row.sha256 == f"{0:064d}" and row.worker == "w1" and row.attempts == 1
 
 
@@ -53,28 +52,28 @@ def test_a_crashed_attempt_is_retried_with_a_new_attempt_count(db, tmp_path):
     assert third.attempts == 3 and third.error is None
 
 
-def test_merge_is_claimed_only_when_all_shards_are_done(db, tmp_path):
+def test_finish_is_claimed_only_when_all_shards_are_done(db, tmp_path):
     job, shards = _plan(db, 2)
     for s in shards:
         ledger.begin_shard(db, s.id, "w")
-    ledger.complete_shard(db, shards[0].id, _info(tmp_path, 0), 1.0)
-    assert not ledger.claim_merge(db, job.id)
-    ledger.complete_shard(db, shards[1].id, _info(tmp_path, 1), 1.0)
-    assert ledger.claim_merge(db, job.id)
-    assert not ledger.claim_merge(db, job.id)
+    ledger.complete_shard(db, shards[0].id, **_info(tmp_path, 0))
+    assert not ledger.claim_finish(db, job.id)
+    ledger.complete_shard(db, shards[1].id, **_info(tmp_path, 1))
+    assert ledger.claim_finish(db, job.id)
+    assert not ledger.claim_finish(db, job.id)
 
 
 def test_concurrent_merge_claims_have_exactly_one_winner(db, tmp_path):
     job, shards = _plan(db, 4)
     for s in shards:
         ledger.begin_shard(db, s.id, "w")
-        ledger.complete_shard(db, s.id, _info(tmp_path, s.index), 1.0)
+        ledger.complete_shard(db, s.id, **_info(tmp_path, s.index))
     barrier = threading.Barrier(8)
     wins = []
 
     def claim():
         barrier.wait()
-        wins.append(ledger.claim_merge(db, job.id))
+        wins.append(ledger.claim_finish(db, job.id))
 
     threads = [threading.Thread(target=claim) for _ in range(8)]
     for t in threads:
@@ -94,8 +93,8 @@ def test_last_shards_finishing_together_still_merge_once(db, tmp_path):
 
     def finish(shard):
         barrier.wait()
-        ledger.complete_shard(db, shard.id, _info(tmp_path, shard.index), 1.0)
-        wins.append(ledger.claim_merge(db, job.id))
+        ledger.complete_shard(db, shard.id, **_info(tmp_path, shard.index))
+        wins.append(ledger.claim_finish(db, job.id))
 
     threads = [threading.Thread(target=finish, args=(s,)) for s in shards]
     for t in threads:
@@ -111,18 +110,16 @@ def test_cancel_reaches_children_and_shards(db):
                               shards=[{"index": 0, "attack_key": "k", "attack_spec": "fgsm:eps=0.01", "start": 0,
                                        "stop": 1}])
     assert ledger.cancel_job(db, parent.id) >= 3
-    assert ledger.get(db, Job, child.id).status == "cancelled"
+    assert ledger.job(db, child.id).status == "cancelled"
     assert ledger.shards(db, child.id)[0].status == "cancelled"
     assert ledger.begin_shard(db, ledger.shards(db, child.id)[0].id, "w") is None
     ledger.reopen_job(db, child.id)
-    assert ledger.get(db, Job, child.id).status == "pending"
+    assert ledger.job(db, child.id).status == "pending"
     assert ledger.shards(db, child.id)[0].status == "pending"
 
 
 def test_a_step_is_created_once_per_pipeline(db):
-    from sqlalchemy.exc import IntegrityError
-
     parent = ledger.create_job(db, "pipeline", {"steps": []})
     ledger.create_job(db, "train", {}, parent_id=parent.id, step="train-a")
-    with pytest.raises(IntegrityError):
+    with pytest.raises(Conflict):
         ledger.create_job(db, "train", {}, parent_id=parent.id, step="train-a")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from ferqueue.errors import ConfigError
-from ferqueue.evaluate import predict_probs
 from ferqueue.models import build_model
+from ferqueue.models.engine import forward
 from ferqueue.train import TrainConfig, train_model
 
 
@@ -21,7 +21,7 @@ def test_tiny_cnn_learns_synthetic_faces(data):
     x, y, xt, yt = data
     model = build_model("tiny_cnn", 7, 32, weights="random", seed=0).model
     result = train_model(model, x, y, TrainConfig(epochs=20, batch_size=16, lr=3e-3), xt, yt)
-    accuracy = float(np.mean(predict_probs(model, xt).argmax(1) == yt))
+    accuracy = float(np.mean(forward(model, xt).argmax(1) == yt))
     assert accuracy > 0.5, f"held-out accuracy {accuracy}"
     assert result.history["val_accuracy"][-1] == pytest.approx(accuracy, abs=1e-6), "eval mode = reported val"
     assert result.examples_seen == 20 * len(x) and result.gradient_evals == 20 * len(x)
@@ -54,7 +54,7 @@ def test_same_seed_same_weights(data):
     for _ in range(2):
         model = build_model("tiny_cnn", 7, 32, weights="random", seed=3).model
         train_model(model, x[:64], y[:64], TrainConfig(epochs=1, seed=3))
-        outs.append(predict_probs(model, x[:8]))
+        outs.append(forward(model, x[:8]))
     np.testing.assert_allclose(outs[0], outs[1], atol=1e-5)
 
 

@@ -1,4 +1,4 @@
-"""The Celery app: Redis broker and result backend from FERQUEUE_* settings, JSON only.
+"""The Celery app of a ferqueue worker, its per-process runtime and its signal handlers.
 
 Start a worker with ``ferqueue worker --queues generate`` or the plain
 ``celery -A workers.celery_app worker -E -Q generate``. The worker's main process imports
@@ -8,90 +8,30 @@ holds one Runtime (ledger, dataset and model caches) and starts with fresh DB co
 
 from __future__ import annotations
 
-from celery import Celery, signals
-from kombu import Queue
+from celery import signals
 
-from ferqueue.config import Settings, load_settings
+from ferqueue.config import load_settings
 from ferqueue.errors import ConfigError
+from ferqueue.queue import make_app
+from ferqueue.runtime import Runtime
 
-QUEUES = ("generate", "train", "evaluate")
+app = make_app(load_settings())
+app.conf.include = ["workers.tasks"]
 
-# task names are the wire contract between the executor (ferqueue/executors.py) and workers
-GENERATE_SHARD = "ferqueue.generate_shard"
-MERGE_STORE = "ferqueue.merge_store"
-TRAIN = "ferqueue.train"
-EVALUATE = "ferqueue.evaluate"
-ROUTES = {GENERATE_SHARD: "generate", MERGE_STORE: "generate", TRAIN: "train", EVALUATE: "evaluate"}
-
-# a child is replaced after this many tasks, handing back TensorFlow's memory
-MAX_TASKS_PER_CHILD = 200
-# the hard time limit stays this far below the visibility timeout, so Redis never redelivers
-# a task that is still running
-TIME_LIMIT_MARGIN = 60
-MIN_VISIBILITY_TIMEOUT = 2 * TIME_LIMIT_MARGIN
+_runtime: Runtime | None = None
 
 
-def celery_config(settings: Settings) -> dict:
-    """The Celery settings derived from ferqueue's; see DESIGN.md, "Celery settings that matter"."""
-    if settings.visibility_timeout < MIN_VISIBILITY_TIMEOUT:
-        raise ConfigError(f"FERQUEUE_VISIBILITY_TIMEOUT={settings.visibility_timeout} is too short: it must "
-                          f"exceed the longest task, at least {MIN_VISIBILITY_TIMEOUT} s")
-    transport = {"visibility_timeout": settings.visibility_timeout}
-    return {
-        "broker_url": settings.broker_url,
-        "result_backend": settings.result_backend,
-        "broker_transport_options": transport,
-        "result_backend_transport_options": transport,
-        "broker_connection_retry_on_startup": True,
-        # JSON only: a pickle payload from the broker could run code in the worker
-        "task_serializer": "json",
-        "result_serializer": "json",
-        "accept_content": ["json"],
-        "result_accept_content": ["json"],
-        # ack after the task, requeue when its process dies: a lost shard is redone, never dropped
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        "task_time_limit": settings.visibility_timeout - TIME_LIMIT_MARGIN,
-        "task_soft_time_limit": settings.visibility_timeout - 2 * TIME_LIMIT_MARGIN,
-        "task_queues": [Queue(name, routing_key=name) for name in QUEUES],
-        "task_routes": {name: {"queue": queue, "routing_key": queue} for name, queue in ROUTES.items()},
-        "task_default_queue": "generate",
-        "task_create_missing_queues": False,
-        "worker_max_tasks_per_child": MAX_TASKS_PER_CHILD,
-        # events for Flower (workers also start with -E)
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
-        "task_track_started": True,
-        "result_expires": 7 * 24 * 3600,
-        "result_extended": True,
-    }
+def runtime() -> Runtime:
+    """This process's Runtime, made on first use: workers check the schema, never migrate it."""
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime(migrate=False)
+    return _runtime
 
 
-def make_app(settings: Settings | None = None) -> Celery:
-    settings = settings or load_settings()
-    app = Celery("ferqueue", include=["workers.tasks"])
-    app.conf.update(celery_config(settings))
-    return app
-
-
-_apps: dict[tuple[str | None, str | None, int], Celery] = {}
-
-
-def app_for(settings: Settings) -> Celery:
-    """The app talking to ``settings``' broker: this module's app when it matches, else a cached new one."""
-    if not settings.broker_url:
-        raise ConfigError("no broker configured: set FERQUEUE_BROKER_URL (e.g. redis://localhost:6379/0) "
-                          "to use Celery workers, or run the job in-process with --local")
-    key = (settings.broker_url, settings.result_backend, settings.visibility_timeout)
-    if (app.conf.broker_url, app.conf.result_backend, app.conf.broker_transport_options["visibility_timeout"]) == key:
-        return app
-    if key not in _apps:
-        _apps[key] = make_app(settings)
-    return _apps[key]
-
-
-app = make_app()
+def reset_runtime() -> None:
+    global _runtime
+    _runtime = None
 
 
 @signals.worker_init.connect
@@ -102,8 +42,7 @@ def _refuse_to_start_unready(**_kwargs) -> None:
 
     settings = load_settings()
     try:
-        if not settings.broker_url:
-            raise ConfigError("FERQUEUE_BROKER_URL is not set: a worker needs the Redis broker URL")
+        settings.require_broker()
         open_database(settings.database_url, migrate=False)
     except ConfigError as exc:
         # Celery logs and ignores an Exception raised in a signal handler; SystemExit stops it
@@ -116,7 +55,6 @@ def _refuse_to_start_unready(**_kwargs) -> None:
 def _fresh_child(**_kwargs) -> None:
     """A forked pool child drops the parent's pooled DB connections and runtime."""
     from ferqueue.db.session import dispose_engines
-    from workers import tasks
 
     dispose_engines()
-    tasks.reset_runtime()
+    reset_runtime()

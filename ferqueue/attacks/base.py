@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -105,6 +105,9 @@ class Attack:
     def _key_parts(self) -> list[str]:
         raise NotImplementedError
 
+    def check_image_size(self, image_size: int) -> None:
+        """Refuse to be planned on images of this size when the attack cannot run on them."""
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
         return f"{type(self).__name__}({args})"
@@ -134,7 +137,7 @@ class Attack:
         ``seconds`` in the result covers the whole call; ``generation_seconds`` only the
         making of x_adv, not the forward passes that score clean and adversarial images.
         """
-        from ferqueue.attacks.engine import compiled  # TensorFlow only when an attack runs
+        from ferqueue.models.engine import compiled  # TensorFlow only when an attack runs
 
         fns = compiled(model)
         x, y, target = _check_batch(x, y, target, fns.image_shape, fns.num_classes)
@@ -214,11 +217,6 @@ def _check_labels(what: str, values, n: int, num_classes: int) -> np.ndarray:
     if bad.size:
         raise DataError(f"{what} {values[bad[0]]} at index {bad[0]} is outside 0..{num_classes - 1}")
     return values
-
-
-def batches(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
 
 
 # Parameter checks: each raises ConfigError naming the offending value.

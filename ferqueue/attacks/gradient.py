@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ferqueue.arrays import batches
 from ferqueue.attacks.base import (
     Attack,
-    batches,
     check_bool,
     check_eps,
     check_int,

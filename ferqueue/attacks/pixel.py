@@ -19,7 +19,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ferqueue.attacks.base import Attack, batches, check_int
+from ferqueue.arrays import batches
+from ferqueue.attacks.base import Attack, check_int
 from ferqueue.errors import ConfigError
 
 METHODS = ("random", "de")
@@ -77,6 +78,11 @@ class PixelAttack(Attack):
         else:
             parts = [p["method"], f"k{p['k']}", f"p{p['popsize']}", f"g{p['maxiter']}"]
         return parts + ([f"s{p['seed']}"] if p["seed"] else [])
+
+    def check_image_size(self, image_size: int) -> None:
+        if self._params["k"] > image_size * image_size:
+            raise ConfigError(f"k {self._params['k']} exceeds the {image_size * image_size} pixels of a "
+                              f"{image_size}x{image_size} image")
 
     def _generate(self, fns, x, y, target, batch_size, progress):
         n, h, w = x.shape[:3]

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -39,6 +38,7 @@ from ferqueue.data.synthetic import (
     synthetic_subject,
 )
 from ferqueue.errors import ConfigError, DataError
+from ferqueue.files import write_atomically
 
 Progress = Callable[[int, int], None]
 
@@ -381,23 +381,13 @@ def _read_cache(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
 
 
 def _write_cache(path: Path, shape, fill: Callable[[np.ndarray], None]) -> np.ndarray:
-    # Written under a temporary name, fsynced and renamed: a reader never sees half a file.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    def write(tmp: Path) -> None:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
         fill(out)
         out.flush()
         del out
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomically(path.parent, write, lambda _sha: path.name, prefix=f".{path.name}.")
     return np.load(path, mmap_mode="r")
 
 

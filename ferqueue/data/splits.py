@@ -13,6 +13,7 @@ import numpy as np
 
 from ferqueue.data.dataset import Dataset
 from ferqueue.errors import ConfigError
+from ferqueue.vocabulary import SUBSETS
 
 SPLIT_KINDS = ("random", "subject", "predefined")
 
@@ -42,6 +43,12 @@ class Split:
             "fingerprint": self.fingerprint,
             "dataset_fingerprint": self.dataset_fingerprint,
         }
+
+    def subset(self, name: str) -> np.ndarray:
+        """The indices of the ``train`` or ``test`` side."""
+        if name not in SUBSETS:
+            raise ConfigError(f"unknown subset {name!r}; choose {' or '.join(SUBSETS)}")
+        return self.train if name == "train" else self.test
 
 
 def make_split(

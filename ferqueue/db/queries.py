@@ -1,41 +1,44 @@
-"""Queries behind the results tables."""
+"""Read-only queries behind the results tables, `ferqueue jobs` and `ferqueue status`."""
 
 from __future__ import annotations
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import aliased
 
-from ferqueue.db.models import (
-    DatasetRow,
-    Evaluation,
-    Experiment,
-    Job,
-    ModelArtifact,
-    SplitRow,
-    TrainingRun,
-)
+from ferqueue.db.domain import Evaluation, Job
+from ferqueue.db.ledger import children, job, record, shards
 from ferqueue.db.session import Database
+from ferqueue.db.tables import (
+    ArtifactRow,
+    DatasetRow,
+    EvaluationRow,
+    ExperimentRow,
+    JobRow,
+    RunRow,
+    ShardRow,
+    SplitRow,
+)
+from ferqueue.vocabulary import CLEAN, DONE, EVAL_SETTINGS, EXTERNAL, TRAINING_MODES, mode_rank
 
 
 def results(db: Database, experiment_id: int | None = None, setting: str | None = None) -> list[dict]:
     """One row per model x training mode x setting x attack x epsilon: the latest evaluation."""
     latest = (
-        select(func.max(Evaluation.id).label("id"))
-        .group_by(Evaluation.artifact_id, Evaluation.dataset_id, Evaluation.split_id, Evaluation.subset,
-                  Evaluation.setting, Evaluation.attack_key, Evaluation.source_artifact_id)
+        select(func.max(EvaluationRow.id).label("id"))
+        .group_by(EvaluationRow.artifact_id, EvaluationRow.dataset_id, EvaluationRow.split_id, EvaluationRow.subset,
+                  EvaluationRow.setting, EvaluationRow.attack_key, EvaluationRow.source_artifact_id)
     )
     if experiment_id is not None:
-        latest = latest.where(Evaluation.experiment_id == experiment_id)
+        latest = latest.where(EvaluationRow.experiment_id == experiment_id)
     if setting is not None:
-        latest = latest.where(Evaluation.setting == setting)
+        latest = latest.where(EvaluationRow.setting == setting)
     query = (
-        select(Evaluation, ModelArtifact, TrainingRun, DatasetRow, SplitRow, Experiment)
-        .join(ModelArtifact, ModelArtifact.id == Evaluation.artifact_id)
-        .outerjoin(TrainingRun, TrainingRun.id == Evaluation.training_run_id)
-        .join(DatasetRow, DatasetRow.id == Evaluation.dataset_id)
-        .outerjoin(SplitRow, SplitRow.id == Evaluation.split_id)
-        .outerjoin(Experiment, Experiment.id == Evaluation.experiment_id)
-        .where(Evaluation.id.in_(latest))
+        select(EvaluationRow, ArtifactRow, RunRow, DatasetRow, SplitRow, ExperimentRow)
+        .join(ArtifactRow, ArtifactRow.id == EvaluationRow.artifact_id)
+        .outerjoin(RunRow, RunRow.id == EvaluationRow.training_run_id)
+        .join(DatasetRow, DatasetRow.id == EvaluationRow.dataset_id)
+        .outerjoin(SplitRow, SplitRow.id == EvaluationRow.split_id)
+        .outerjoin(ExperimentRow, ExperimentRow.id == EvaluationRow.experiment_id)
+        .where(EvaluationRow.id.in_(latest))
     )
     rows = []
     with db.session() as s:
@@ -45,7 +48,7 @@ def results(db: Database, experiment_id: int | None = None, setting: str | None 
                 "evaluation_id": ev.id,
                 "artifact_id": art.id,
                 "model": art.architecture,
-                "mode": run.mode if run else "external",
+                "mode": run.mode if run else EXTERNAL,
                 "dataset": ds.name,
                 "split": f"{split.kind}" + (f"/{split.fold}" if split and split.n_folds else "") if split else "-",
                 "setting": ev.setting,
@@ -64,20 +67,19 @@ def results(db: Database, experiment_id: int | None = None, setting: str | None 
                 "source_artifact_id": ev.source_artifact_id,
                 "seconds": ev.seconds,
             })
-    order = {"clean": 0, "whitebox": 1, "transfer": 2}
-    modes = {"standard": 0, "offline_adv": 1, "online_fgsm": 2, "online_fgsm_rs": 3}
-    rows.sort(key=lambda r: (r["experiment"] or "", r["dataset"], r["split"], r["model"], modes.get(r["mode"], 9),
-                             r["artifact_id"], order[r["setting"]], r["attack"], r["epsilon"] or 0, r["attack_key"]))
+    rows.sort(key=lambda r: (r["experiment"] or "", r["dataset"], r["split"], r["model"], mode_rank(r["mode"]),
+                             r["artifact_id"], EVAL_SETTINGS.index(r["setting"]), r["attack"], r["epsilon"] or 0,
+                             r["attack_key"]))
     return rows
 
 
 def training_runs(db: Database, experiment_id: int | None = None) -> list[dict]:
-    query = (select(TrainingRun, ModelArtifact, Job)
-             .outerjoin(ModelArtifact, ModelArtifact.id == TrainingRun.artifact_id)
-             .outerjoin(Job, Job.id == TrainingRun.store_job_id)
-             .order_by(TrainingRun.id))
+    query = (select(RunRow, ArtifactRow, JobRow)
+             .outerjoin(ArtifactRow, ArtifactRow.id == RunRow.artifact_id)
+             .outerjoin(JobRow, JobRow.id == RunRow.store_job_id)
+             .order_by(RunRow.id))
     if experiment_id is not None:
-        query = query.where(TrainingRun.experiment_id == experiment_id)
+        query = query.where(RunRow.experiment_id == experiment_id)
     out = []
     with db.session() as s:
         for run, art, store_job in s.execute(query):
@@ -88,7 +90,7 @@ def training_runs(db: Database, experiment_id: int | None = None) -> list[dict]:
                 "weights": art.weights if art else None, "epochs": run.epochs_run,
                 "wall_seconds": run.wall_seconds, "generation_seconds": run.generation_seconds,
                 "gradient_evals": run.gradient_evals, "generation_gradient_evals": run.generation_gradient_evals,
-                "examples_seen": run.examples_seen,
+                "examples_seen": run.examples_seen, "probe_epochs": _probe_epochs(run, art),
                 "val_accuracy": (history.get("val_accuracy") or [None])[-1],
                 "store_job_id": store_job.id if store_job else None, "params": run.params,
                 "experiment_id": run.experiment_id, "error": run.error,
@@ -96,39 +98,74 @@ def training_runs(db: Database, experiment_id: int | None = None) -> list[dict]:
     return out
 
 
+def _probe_epochs(run, art) -> int | None:
+    """Head-only epochs before fine-tuning; only models with a pretrained backbone have them."""
+    probe = ((run.params or {}).get("train") or {}).get("probe_epochs")
+    return probe if probe and run.architecture != "tiny_cnn" else None
+
+
 def jobs(db: Database, limit: int = 20, parent_id: int | None = None) -> list[Job]:
-    query = select(Job).order_by(Job.id.desc()).limit(limit)
-    query = query.where(Job.parent_id == parent_id) if parent_id is not None else query.where(Job.parent_id.is_(None))
+    """The newest top-level jobs (or children of ``parent_id``), newest first."""
+    query = select(JobRow).order_by(JobRow.id.desc()).limit(limit)
+    query = query.where(JobRow.parent_id == parent_id) if parent_id is not None else query.where(JobRow.parent_id.is_(None))
     with db.session() as s:
-        return list(s.scalars(query))
+        return [record(row) for row in s.scalars(query)]
 
 
-def transfer_source(db: Database, artifact_id: int) -> ModelArtifact | None:
-    alias = aliased(ModelArtifact)
+def job_view(db: Database, job_id: int) -> dict:
+    """What `ferqueue status` shows of a job: the job, and its shards or its child steps (each
+    with its shards done), and how many of those are done."""
+    top = job(db, job_id)
+    if top.n_shards:
+        rows = shards(db, job_id)
+        return {"job": top, "shards": rows, "done": sum(s.done for s in rows), "total": len(rows), "unit": "shards"}
+    kids = children(db, job_id)
     with db.session() as s:
-        return s.scalar(select(alias).where(alias.id == artifact_id))
+        done_shards = dict(s.execute(select(ShardRow.job_id, func.count(ShardRow.id))
+                                     .where(ShardRow.job_id.in_([k.id for k in kids]), ShardRow.status == DONE)
+                                     .group_by(ShardRow.job_id)).all())
+    steps = [{"job": kid, "shards_done": done_shards.get(kid.id, 0)} for kid in kids or [top]]
+    total = len(top.spec.get("steps") or [top])
+    done = sum(k.status == DONE for k in kids) if kids else int(top.status == DONE)
+    return {"job": top, "steps": steps, "done": done, "total": total, "unit": "steps"}
 
 
-MODE_ORDER = ("standard", "offline_adv", "online_fgsm", "online_fgsm_rs")
+def evaluations(db: Database, ids: list[int]) -> dict[int, Evaluation]:
+    with db.session() as s:
+        return {row.id: record(row) for row in s.scalars(select(EvaluationRow).where(EvaluationRow.id.in_(ids)))}
+
+
+def histories(db: Database, run_ids: list[int]) -> dict[int, dict]:
+    """The per-epoch history of each training run."""
+    with db.session() as s:
+        return {run_id: history or {} for run_id, history in
+                s.execute(select(RunRow.id, RunRow.history).where(RunRow.id.in_(run_ids)))}
+
+
+def unmapped_record(db: Database, experiment_id: int) -> dict | None:
+    """What class mapping left out of an experiment's latest clean cross-dataset evaluation."""
+    with db.session() as s:
+        return s.scalar(select(EvaluationRow.unmapped).where(EvaluationRow.experiment_id == experiment_id,
+                                                             EvaluationRow.setting == CLEAN)
+                        .order_by(EvaluationRow.id.desc()))
 
 
 def comparison(db: Database, experiment_id: int) -> dict:
     """An experiment's accuracies pivoted by training mode (one value per split/fold), and its
     compute per mode: training, plus the generation job each offline run consumed."""
     rows = results(db, experiment_id)
-    modes = [m for m in MODE_ORDER if any(r["mode"] == m for r in rows)]
+    modes = [m for m in TRAINING_MODES if any(r["mode"] == m for r in rows)]
     cells: dict[tuple, dict] = {}
     for r in rows:
         key = (r["setting"], r["attack_key"])
         cell = cells.setdefault(key, {"setting": r["setting"], "attack": r["attack_key"], "epsilon": r["epsilon"],
                                       "values": {}})
         cell["values"].setdefault(r["mode"], []).append(r["accuracy"])
-    order = {"clean": 0, "whitebox": 1, "transfer": 2}
-    accuracy = sorted(cells.values(), key=lambda c: (order[c["setting"]], c["attack"].split("-")[0],
+    accuracy = sorted(cells.values(), key=lambda c: (EVAL_SETTINGS.index(c["setting"]), c["attack"].split("-")[0],
                                                      c["epsilon"] or 0, c["attack"]))
     compute = {}
     for run in training_runs(db, experiment_id):
-        if run["status"] != "done":
+        if run["status"] != DONE:
             continue
         c = compute.setdefault(run["mode"], {"mode": run["mode"], "train_seconds": 0.0, "generation_seconds": 0.0,
                                              "gradient_evals": 0, "generation_evals": 0, "examples_seen": 0})
@@ -142,4 +179,4 @@ def comparison(db: Database, experiment_id: int) -> dict:
         c["total_evals"] = c["gradient_evals"] + c["generation_evals"]
     n_splits = max((len(v) for cell in cells.values() for v in cell["values"].values()), default=0)
     return {"modes": modes, "accuracy": accuracy, "n_splits": n_splits,
-            "compute": [compute[m] for m in MODE_ORDER if m in compute]}
+            "compute": [compute[m] for m in TRAINING_MODES if m in compute]}

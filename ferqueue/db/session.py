@@ -1,22 +1,26 @@
-"""Engine, sessions and schema migration.
+"""Engines, sessions and the schema's migrations (shipped in ferqueue/db/migrations).
 
-Rows are returned detached (expire_on_commit=False), so callers never hold a live session.
+Sessions are opened only inside ``ferqueue.db``; records leave it frozen (ferqueue.db.domain).
+Upgrades run under a lock, so concurrent first commands on a fresh database cannot race:
+a PostgreSQL advisory lock, or a file lock beside a SQLite database.
 """
 
 from __future__ import annotations
 
+import fcntl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import Engine
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from ferqueue.errors import ConfigError
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_ADVISORY_KEY = 0x6665_7271  # "ferq": the PostgreSQL advisory lock that serialises upgrades
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -30,12 +34,25 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def safe_url(url: str) -> str:
+    """A database URL with its password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL at all: show nothing of it that could be a secret
+        return "<unparseable database URL>"
+
+
+def _sqlite_path(url: str) -> Path | None:
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+
 def get_engine(url: str) -> Engine:
     with _lock:
         engine = _engines.get(url)
         if engine is None:
-            if url.startswith("sqlite:///"):
-                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            path = _sqlite_path(url)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
                 engine = create_engine(url, connect_args={"timeout": 30})
                 event.listen(engine, "connect", _sqlite_pragmas)
             else:
@@ -72,11 +89,31 @@ class Database:
         finally:
             session.close()
 
+    @contextmanager
+    def _upgrade_lock(self) -> Iterator[None]:
+        path = _sqlite_path(self.url)
+        if path is not None:
+            with open(path.with_name(path.name + ".migrate.lock"), "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                yield
+            return
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _ADVISORY_KEY})
+                try:
+                    yield
+                finally:
+                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _ADVISORY_KEY})
+            return
+        yield
+
     def migrate(self) -> None:
-        """alembic upgrade head (idempotent)."""
+        """alembic upgrade head, one process at a time (idempotent)."""
         from alembic import command
 
-        command.upgrade(alembic_config(self.url), "head")
+        with self._upgrade_lock():
+            if self.current_revision() != self.head_revision():
+                command.upgrade(alembic_config(self.url), "head")
 
     def current_revision(self) -> str | None:
         from alembic.runtime.migration import MigrationContext
@@ -84,17 +121,18 @@ class Database:
         with self.engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
 
-    def check_schema(self) -> None:
-        """Refuse to work on a database that is not migrated to head."""
+    @staticmethod
+    def head_revision() -> str:
         from alembic.script import ScriptDirectory
 
-        head = ScriptDirectory.from_config(alembic_config(self.url)).get_current_head()
-        current = self.current_revision()
+        return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+    def check_schema(self) -> None:
+        """Refuse to work on a database that is not migrated to head."""
+        current, head = self.current_revision(), self.head_revision()
         if current != head:
-            raise ConfigError(
-                f"database {self.safe_url} is at revision {current or 'none'}, code expects {head}: "
-                "run `ferqueue db upgrade`"
-            )
+            raise ConfigError(f"database {self.safe_url} is at revision {current or 'none'}, this ferqueue expects "
+                              f"{head}: run `ferqueue db upgrade`")
 
     @property
     def safe_url(self) -> str:
@@ -107,13 +145,42 @@ class Database:
 def alembic_config(url: str):
     from alembic.config import Config
 
-    if not (MIGRATIONS_DIR / "env.py").is_file():
-        raise ConfigError(f"migrations folder {MIGRATIONS_DIR} not found (install ferqueue in editable mode)")
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     config.attributes["configure_logger"] = False
     return config
+
+
+def run_environment() -> None:
+    """What Alembic's env.py does (both ferqueue/db/migrations/env.py and the repository's
+    migrations/env.py call this): run the migrations on the URL the caller gave, or on the
+    FERQUEUE_* settings' database."""
+    from logging.config import fileConfig
+
+    from alembic import context
+
+    from ferqueue.db.tables import Base
+
+    config = context.config
+    if config.config_file_name is not None and config.attributes.get("configure_logger", True):
+        fileConfig(config.config_file_name)
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        from ferqueue.config import load_settings
+
+        url = load_settings().database_url
+    # render_as_batch lets ALTERs run on SQLite too (it copies the table)
+    if context.is_offline_mode():
+        context.configure(url=url, target_metadata=Base.metadata, literal_binds=True, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    with get_engine(url).connect() as connection:
+        context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        connection.commit()
 
 
 def open_database(url: str, migrate: bool = True) -> Database:

@@ -12,7 +12,7 @@ import warnings
 # structure naming its input; calling it that way is correct and the warning is noise.
 warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match the expected structure")
 
-from ferqueue.models.artifacts import fingerprint_file, load_model, save_model  # noqa: E402
+from ferqueue.models.artifacts import load_model, save_model  # noqa: E402
 from ferqueue.models.zoo import (  # noqa: E402
     MODEL_NAMES,
     BuiltModel,
@@ -25,7 +25,6 @@ __all__ = [
     "MODEL_NAMES",
     "BuiltModel",
     "build_model",
-    "fingerprint_file",
     "load_model",
     "logits_model",
     "save_model",

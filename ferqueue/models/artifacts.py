@@ -2,42 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 from ferqueue.errors import StoreError
-
-_CHUNK = 1 << 20
-
-
-def fingerprint_file(path: str | Path) -> str:
-    """sha256 of a file's bytes, hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+from ferqueue.files import fingerprint_file, write_atomically
 
 
 def save_model(model, directory: str | Path, stem: str) -> tuple[Path, str]:
     """Save atomically to ``directory/<stem>-<sha12>.keras``; return (path, sha256)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=directory, prefix=f".{stem}-")
-    os.close(fd)
-    try:
-        model.save(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        sha = fingerprint_file(tmp)
-        final = directory / f"{stem}-{sha[:12]}.keras"
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return final, sha
+    return write_atomically(directory, lambda tmp: model.save(tmp), lambda sha: f"{stem}-{sha[:12]}.keras",
+                            prefix=f".{stem}-", suffix=".keras")
 
 
 def load_model(path: str | Path, expected_sha256: str | None = None):

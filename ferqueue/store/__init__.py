@@ -1,4 +1,5 @@
-"""The adversarial store: HDF5 shard files written atomically, merged into one readable store."""
+"""The adversarial store: HDF5 shard files written atomically, merged into one readable store;
+its folder layout, clean-up and merge lock are in ferqueue.store.layout."""
 
 from ferqueue.store.hdf5 import (
     FIELDS,
@@ -6,7 +7,6 @@ from ferqueue.store.hdf5 import (
     ShardInfo,
     merge_shards,
     read_shard,
-    shard_path,
     verify_shard,
     write_shard,
 )
@@ -17,7 +17,6 @@ __all__ = [
     "ShardInfo",
     "merge_shards",
     "read_shard",
-    "shard_path",
     "verify_shard",
     "write_shard",
 ]

@@ -1,8 +1,8 @@
 """HDF5 shard and store files.
 
-A shard holds one attack's examples for one index range of one split. It is written under a
-temporary name, fsynced, then renamed to a content-addressed name (``shard-0003-<sha12>.h5``),
-so a redelivered task can never overwrite a shard that the ledger already points at.
+A shard holds one attack's examples for one index range of one split. It is written
+atomically (ferqueue.files) under a content-addressed name (``shard-00003-<sha12>.h5``), so a
+redelivered task can never overwrite a shard that the ledger already points at.
 
 The merged store is a self-contained copy: one group per attack key, shards concatenated in
 index order, attrs naming the source model, dataset and split fingerprints.
@@ -11,8 +11,6 @@ index order, attrs naming the source model, dataset and split fingerprints.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,8 @@ import h5py
 import numpy as np
 
 from ferqueue.errors import StoreError
-from ferqueue.models.artifacts import fingerprint_file
+from ferqueue.files import fingerprint_file, write_atomically
+from ferqueue.store.layout import shard_name
 
 FORMAT_VERSION = 1
 # per-example arrays stored beside the images, with their dtypes
@@ -51,18 +50,6 @@ class ShardInfo:
     queries: int
 
 
-def shard_path(store_dir: Path, index: int, sha256: str) -> Path:
-    return Path(store_dir) / f"shard-{index:05d}-{sha256[:12]}.h5"
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_shard(store_dir: Path, index: int, result, source_index: np.ndarray, attrs: dict) -> ShardInfo:
     """Write an AttackResult as shard ``index`` of ``store_dir``, atomically.
 
@@ -89,11 +76,8 @@ def write_shard(store_dir: Path, index: int, result, source_index: np.ndarray, a
         "linf": result.linf,
         "l0": result.l0,
     }
-    store_dir = Path(store_dir)
-    store_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".shard-{index:05d}-", suffix=".h5.tmp", dir=store_dir)
-    os.close(fd)
-    try:
+
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as handle:
             handle.create_dataset("images", data=x_adv, chunks=_chunks(x_adv.shape))
             for name, dtype in FIELDS.items():
@@ -110,15 +94,9 @@ def write_shard(store_dir: Path, index: int, result, source_index: np.ndarray, a
                     **{k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in attrs.items()},
                 }
             )
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        sha = fingerprint_file(tmp)
-        final = shard_path(store_dir, index, sha)
-        os.replace(tmp, final)
-        _fsync_dir(store_dir)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    final, sha = write_atomically(store_dir, write, lambda digest: shard_name(index, digest),
+                                  prefix=f".shard-{index:05d}-", suffix=".h5.tmp")
     return ShardInfo(
         path=final,
         sha256=sha,
@@ -178,24 +156,17 @@ def merge_shards(shards: list[dict], out_path: Path, attrs: dict) -> tuple[str, 
         verify_shard(shard["path"], shard["sha256"], shard.get("size_bytes"))
 
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".store-", suffix=".h5.tmp", dir=out_path.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as out:
             out.attrs.update({"format_version": FORMAT_VERSION, "kind": "store"})
             out.attrs.update({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in attrs.items()})
             out.attrs["attacks"] = json.dumps(sorted(by_attack))
             for key, group in sorted(by_attack.items()):
                 _copy_attack(out, key, group, attrs)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        sha = fingerprint_file(tmp)
-        os.replace(tmp, out_path)
-        _fsync_dir(out_path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    _final, sha = write_atomically(out_path.parent, write, lambda _digest: out_path.name, prefix=".store-",
+                                   suffix=".h5.tmp")
     return sha, out_path.stat().st_size
 
 

@@ -65,8 +65,8 @@ def main() -> None:
     started = time.perf_counter()
     args.home.mkdir(parents=True, exist_ok=True)
 
-    from ferqueue import ledger
-    from ferqueue.db.models import Job, ModelArtifact
+
+    from ferqueue.db import ledger
     from ferqueue.runtime import Runtime
     from workers.celery_app import app_for
 
@@ -79,13 +79,13 @@ def main() -> None:
                                "predefined", "--model", "mobilenetv2", "--epochs", "0", "--probe-epochs",
                                str(args.probe_epochs)).strip().splitlines()[-1])
         out["train_seconds_incl_dataset_load"] = time.perf_counter() - t0
-        result = ledger.get(rt.db, Job, job_id).result
+        result = ledger.job(rt.db, job_id).result
         artifact = result["artifact_id"]
         out["model"] = {"artifact_id": artifact, "test_accuracy": result["val_accuracy"],
                         "train_wall_seconds": result["wall_seconds"], "probe_epochs": args.probe_epochs}
         _log(f"model {artifact}: test accuracy {result['val_accuracy']:.4f}")
 
-    art = ledger.get(rt.db, ModelArtifact, artifact)
+    art = ledger.artifact(rt.db, artifact)
     app = app_for(rt.settings)
     app.control.purge()
     workers = []
@@ -113,7 +113,7 @@ def main() -> None:
         out["submit_seconds"] = time.perf_counter() - t0
         _log(f"generation job {job_id} submitted in {out['submit_seconds']:.1f} s; waiting")
         while True:
-            job = ledger.get(rt.db, Job, job_id)
+            job = ledger.job(rt.db, job_id)
             if job.status in ("done", "failed", "cancelled"):
                 break
             time.sleep(2)

@@ -34,8 +34,8 @@ def main() -> None:
     from sklearn.linear_model import LogisticRegression
 
     from ferqueue.data import load_dataset, make_split
-    from ferqueue.evaluate import predict_probs
     from ferqueue.models import build_model
+    from ferqueue.models.engine import forward
     from ferqueue.train import TrainConfig, train_model
 
     data = load_dataset(args.dataset, 75)
@@ -46,7 +46,7 @@ def main() -> None:
            "load_average": os.getloadavg()}
 
     def accuracy(model) -> float:
-        return float(np.mean(predict_probs(model, xt).argmax(1) == yt))
+        return float(np.mean(forward(model, xt).argmax(1) == yt))
 
     # naive: every layer trainable, BatchNorm in training mode during fit
     built = build_model("mobilenetv2", 7, 75, weights="imagenet", seed=args.seed)
@@ -65,9 +65,9 @@ def main() -> None:
     base = build_model("mobilenetv2", 7, 75, weights="imagenet").model
     extractor = keras.Model(base.inputs, base.get_layer("gap").output)
     started = time.perf_counter()
-    probe = LogisticRegression(max_iter=3000).fit(predict_probs(extractor, x), y)
+    probe = LogisticRegression(max_iter=3000).fit(forward(extractor, x), y)
     out["linear_probe"] = {"seconds": time.perf_counter() - started,
-                           "test_accuracy": float(probe.score(predict_probs(extractor, xt), yt))}
+                           "test_accuracy": float(probe.score(forward(extractor, xt), yt))}
 
     # ferqueue's training
     built = build_model("mobilenetv2", 7, 75, weights="imagenet", seed=args.seed)

@@ -58,8 +58,8 @@ class Bench:
     # ---- setup ------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        from ferqueue import ledger
         from ferqueue.data import load_dataset, make_split
+        from ferqueue.db import ledger
         from ferqueue.models import build_model, save_model
 
         args = self.args
@@ -87,8 +87,8 @@ class Bench:
 
     def _measure(self, run) -> dict:
         """Time ``run``; a run that returns a job id also reports where its time went."""
-        from ferqueue import ledger
-        from ferqueue.db.models import Job
+
+        from ferqueue.db import ledger
 
         before = _load()
         started = time.perf_counter()
@@ -97,7 +97,7 @@ class Bench:
         out = {"seconds": round(seconds, 3), "images_per_second": round(self.n / seconds, 2),
                "load_before": before, "load_after": _load()}
         if job_id is not None:
-            result = ledger.get(self.rt.db, Job, job_id).result
+            result = ledger.job(self.rt.db, job_id).result
             # attack time summed over shards (workers overlap), and the merge's own time
             out.update(attack_seconds_sum=round(result["shard_seconds"], 3),
                        merge_seconds=round(result["merge_seconds"], 3))
@@ -141,7 +141,7 @@ class Bench:
         return self._runs(run)
 
     def celery(self, workers: int, tf_threads: int) -> dict:
-        from ferqueue.executors import CeleryExecutor
+        from ferqueue.queue import CeleryExecutor
 
         started = time.perf_counter()
         nodes = [self._start_worker(i, tf_threads) for i in range(workers)]
@@ -158,15 +158,15 @@ class Bench:
             self._stop_workers()
 
     def _run_job(self, executor) -> int:
-        from ferqueue import ledger
-        from ferqueue.db.models import Job
+
+        from ferqueue.db import ledger
 
         job = self.plan()
         executor.submit(job.id)
-        while (status := ledger.get(self.rt.db, Job, job.id).status) not in ("done", "failed", "cancelled"):
+        while (status := ledger.job(self.rt.db, job.id).status) not in ("done", "failed", "cancelled"):
             time.sleep(0.05)
         if status != "done":
-            raise SystemExit(f"benchmark job {job.id} ended {status}: {ledger.get(self.rt.db, Job, job.id).error}")
+            raise SystemExit(f"benchmark job {job.id} ended {status}: {ledger.job(self.rt.db, job.id).error}")
         return job.id
 
     def _start_worker(self, index: int, tf_threads: int) -> str:

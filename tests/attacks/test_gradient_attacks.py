@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from ferqueue.models.engine import compiled
 
 from ferqueue.attacks import FGSM, PGD, AttackResult
-from ferqueue.attacks.engine import compiled
 from ferqueue.models import logits_model
 
 
@@ -145,7 +145,7 @@ def test_a_seed_gives_a_reproducible_random_start(trained, make):
 
 
 def test_the_default_batch_on_a_cpu_is_the_engine_cpu_batch(trained):
-    from ferqueue.attacks.engine import CPU_BATCH_SIZE
+    from ferqueue.models.engine import CPU_BATCH_SIZE
 
     fns = compiled(trained.model)
     expected = FGSM.default_batch_size if fns.on_accelerator else CPU_BATCH_SIZE

@@ -24,9 +24,9 @@ def compared(settings):
 
 
 def test_compare_trains_three_models_and_charges_offline_generation(compared, settings):
+    from ferqueue.db.ledger import find_experiment
     from ferqueue.db.queries import comparison
     from ferqueue.db.session import open_database
-    from ferqueue.ledger import find_experiment
 
     assert "offline_adv" in compared.output and "online_fgsm" in compared.output and "transfer" in compared.output
     db = open_database(settings.database_url)
@@ -48,10 +48,10 @@ def test_compare_trains_three_models_and_charges_offline_generation(compared, se
 
 
 def test_compare_runs_every_subject_fold(settings):
-    from ferqueue.db.models import SplitRow
+    from ferqueue.db.ledger import find_experiment
     from ferqueue.db.queries import comparison
     from ferqueue.db.session import open_database
-    from ferqueue.ledger import find_experiment
+    from ferqueue.db.tables import SplitRow
 
     result = invoke("compare", *FAST, "--epochs", "1", "--folds", "2", "--no-transfer", "--experiment", "folds")
     assert "mean ± std over 2 folds" in result.output

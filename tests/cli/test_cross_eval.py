@@ -33,7 +33,7 @@ def fer_layout(tmp_path, synthetic_small):
 
 
 def test_cross_eval_maps_classes_and_reports_what_it_leaves_out(rt, synthetic_small, tiny_model_file, fer_layout):
-    from ferqueue.db.models import Evaluation
+    from ferqueue.db.tables import EvaluationRow as Evaluation
 
     root, counts = fer_layout
     *_, artifact = register_tiny(rt, synthetic_small, model_file=tiny_model_file)
@@ -68,17 +68,18 @@ def test_cross_eval_maps_classes_and_reports_what_it_leaves_out(rt, synthetic_sm
 
 def test_plain_evaluation_refuses_other_classes_and_points_to_cross_eval(rt, synthetic_small, tiny_model_file,
                                                                           fer_layout):
-    from ferqueue import jobs, ledger
+    from ferqueue import jobs
     from ferqueue.data import load_dataset, make_split
+    from ferqueue.db import ledger
     from ferqueue.errors import ConfigError
+    from ferqueue.jobs import EvaluateSpec
 
     *_, artifact = register_tiny(rt, synthetic_small, model_file=tiny_model_file)
     data = load_dataset(str(fer_layout[0]), 32)
     ds_row = ledger.register_dataset(rt.db, data)
     split_row = ledger.register_split(rt.db, ds_row.id, make_split(data, "predefined"))
-    job = jobs.plan_evaluate(rt, artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id, attacks=[])
-    with pytest.raises(ConfigError, match="cross-eval"):
-        jobs.run_evaluate(rt, job.id)
+    with pytest.raises(ConfigError, match="cross-eval"):  # refused when planned, before anything is recorded
+        jobs.plan(rt, EvaluateSpec(artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id))
 
 
 def test_cross_eval_refuses_a_dataset_with_no_shared_class(rt, synthetic_small, tiny_model_file, tmp_path):

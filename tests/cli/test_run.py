@@ -54,14 +54,14 @@ def test_run_records_all_four_scenarios(finished_run, settings):
 
 
 def test_store_verify_passes_then_catches_an_altered_shard(finished_run, settings):
-    from ferqueue import ledger
+    from ferqueue.db import ledger
     from ferqueue.db.session import open_database
 
     db = open_database(settings.database_url)
     with db.session() as s:
-        from ferqueue.db.models import Job
+        from ferqueue.db.tables import JobRow
 
-        gen = s.query(Job).filter(Job.kind == "generate").one()
+        gen = s.query(JobRow).filter(JobRow.kind == "generate").one()
     ok = invoke("store", "verify", str(gen.id))
     assert ok.exit_code == 0 and "checksums match" in ok.output
     shown = invoke("store", "show", str(gen.id))
@@ -125,11 +125,24 @@ def test_bad_input_gets_a_clear_error_and_keeps_what_is_stored(case, finished_ru
 
 
 def test_results_with_an_unknown_experiment_names_it(settings):
+    invoke("db", "upgrade")
     result = CliRunner().invoke(main, ["results", "--experiment", "nonesuch"])
     assert result.exit_code != 0 and "nonesuch" in result.output
 
 
+@pytest.mark.parametrize("command", [("results",), ("runs",), ("jobs",), ("status", "1"), ("store", "show", "1"),
+                                     ("store", "verify", "1"), ("report", "x"), ("cancel", "1")])
+def test_read_only_commands_never_migrate_and_say_how_to(settings, command):
+    from ferqueue.db.session import Database
+
+    result = CliRunner().invoke(main, list(command))
+    assert result.exit_code == 1 and "run `ferqueue db upgrade`" in result.output, result.output
+    assert "Traceback" not in result.output
+    assert Database(settings.database_url).current_revision() is None, "nothing was migrated"
+
+
 def test_info_and_db_commands(settings):
     assert "sqlite" in invoke("info").output
-    assert "0001" in invoke("db", "upgrade").output
-    assert "0001" in invoke("db", "current").output
+    assert "none" in invoke("db", "current").output
+    assert "0002" in invoke("db", "upgrade").output
+    assert "0002" in invoke("db", "current").output

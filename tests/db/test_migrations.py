@@ -5,8 +5,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from ferqueue.db.models import Base
 from ferqueue.db.session import Database, open_database
+from ferqueue.db.tables import Base
 from ferqueue.errors import ConfigError
 
 TABLES = {"experiments", "datasets", "splits", "model_artifacts", "jobs", "shards", "training_runs", "evaluations"}
@@ -21,10 +21,10 @@ def _assert_matches_models(db: Database):
 def test_sqlite_upgrade_creates_schema_matching_models(settings):
     db = open_database(settings.database_url)
     assert TABLES <= set(db.table_names())
-    assert db.current_revision() == "0001"
+    assert db.current_revision() == Database.head_revision() == "0002"
     _assert_matches_models(db)
     db.migrate()  # idempotent
-    assert db.current_revision() == "0001"
+    assert db.current_revision() == "0002"
 
 
 @pytest.mark.postgres
@@ -56,13 +56,13 @@ def test_unmigrated_database_is_refused(settings):
 def test_check_constraints_reject_unknown_states(settings):
     from sqlalchemy.exc import IntegrityError
 
-    from ferqueue import ledger
+    from ferqueue.db import ledger
 
     db = open_database(settings.database_url)
     job = ledger.create_job(db, "generate", {})
     with pytest.raises(IntegrityError), db.session() as s:
         from sqlalchemy import update
 
-        from ferqueue.db.models import Job
+        from ferqueue.db.tables import JobRow
 
-        s.execute(update(Job).where(Job.id == job.id).values(status="exploded"))
+        s.execute(update(JobRow).where(JobRow.id == job.id).values(status="exploded"))

@@ -10,18 +10,21 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from fq_cluster import FERQUEUE
+from fq_helpers import run_shards
 from sqlalchemy import select
 
-from ferqueue import jobs, ledger
-from ferqueue.db.models import Job, Shard
-from ferqueue.executors import CeleryExecutor
+from ferqueue import jobs
+from ferqueue.db import ledger
+from ferqueue.db.domain import Job
+from ferqueue.db.tables import JobRow
+from ferqueue.jobs import GenerateSpec, Unit
+from ferqueue.queue import CeleryExecutor
 from ferqueue.store import AdversarialStore
 
 pytestmark = pytest.mark.redis
@@ -31,8 +34,9 @@ SLOW_PIXEL = "pixel:k=1,method=random,queries=150"  # about 3 s per shard of 48 
 
 
 def _plan(cluster, rt, attacks, shard_size=48, limit=None):
-    return jobs.plan_generate(rt, artifact_id=cluster.artifact.id, dataset_id=cluster.ds_row.id,
-                              split_id=cluster.split_row.id, attacks=attacks, shard_size=shard_size, limit=limit)
+    return jobs.plan(rt, GenerateSpec(artifact_id=cluster.artifact.id, dataset_id=cluster.ds_row.id,
+                                      split_id=cluster.split_row.id, attacks=attacks, shard_size=shard_size,
+                                      limit=limit))
 
 
 def _cli(*args):
@@ -43,7 +47,7 @@ def _cli(*args):
 
 def assert_store_exact(cluster, rt, job_id: int, limit: int | None = None) -> Job:
     """The job is done, merged once, and its store holds each expected example once, in order."""
-    job = ledger.get(rt.db, Job, job_id)
+    job = ledger.job(rt.db, job_id)
     assert job.status == "done", f"job {job_id} is {job.status}: {job.error}\n{cluster.log_tail()}"
     assert job.merge_count == 1
     expected = cluster.split.train[:limit]
@@ -70,7 +74,7 @@ def _generate_on_workers(cluster, rt) -> None:
     assert all(s.status == "done" and s.attempts == 1 and s.worker and s.started_at and s.finished_at
                and s.seconds > 0 for s in shards)
     outcomes = [executor.app.AsyncResult(t).get(timeout=30) for t in task_ids]
-    assert sum("merge_task" in o for o in outcomes) == 1, "the merge is enqueued exactly once"
+    assert sum("finish_task" in o for o in outcomes) == 1, "the merge is enqueued exactly once"
     assert done.result["shard_seconds"] > 0
 
 
@@ -94,22 +98,25 @@ def test_worker_child_killed_mid_shard_is_redone_without_duplicates(make_cluster
     job = _plan(cluster, rt, [SLOW_PIXEL], limit=LIMIT)
     CeleryExecutor(rt).submit(job.id)
 
-    def attacking_shard():
-        # after one shard is done TensorFlow is warm, so a running shard is in its attack
-        rows = ledger.shards(rt.db, job.id)
-        running = [s for s in rows if s.status == "running" and s.attempts == 1]
-        if any(s.status == "done" for s in rows) and running and \
-                (ledger.now() - running[0].started_at).total_seconds() > 1.0:
-            return running[0]
+    def frozen_mid_shard():
+        """A running shard's child, stopped while the ledger still says the shard is running:
+        whatever the machine's speed, the kill then lands between the shard's start and its record."""
+        running = [s for s in ledger.shards(rt.db, job.id) if s.status == "running" and s.attempts == 1]
+        if not running:
+            return None
+        child = int(running[0].worker.rsplit(":", 1)[1])
+        os.kill(child, signal.SIGSTOP)
+        if ledger.shard(rt.db, running[0].id).status == "running":
+            return running[0], child
+        os.kill(child, signal.SIGCONT)  # it finished before it stopped: wait for the next shard
         return None
 
-    victim = cluster.wait(attacking_shard, 150, "a shard in the middle of its attack")
-    child_pid = int(victim.worker.rsplit(":", 1)[1])
+    victim, child_pid = cluster.wait(frozen_mid_shard, 150, "a shard to run")
     assert child_pid != worker.pid, "the shard runs in a pool child"
     os.kill(child_pid, signal.SIGKILL)
     cluster.wait_for_job(rt, job.id)
     assert_store_exact(cluster, rt, job.id, limit=LIMIT)
-    redone = ledger.get(rt.db, Shard, victim.id)
+    redone = ledger.shard(rt.db, victim.id)
     assert redone.attempts >= 2 and redone.worker != victim.worker
     assert worker.poll() is None, "the worker survived the loss of its child"
 
@@ -122,27 +129,37 @@ def test_broker_flushed_mid_job_is_completed_by_resume(make_cluster, monkeypatch
     job = _plan(cluster, rt, ["fgsm:eps=0.01", SLOW_PIXEL], limit=LIMIT)
     CeleryExecutor(rt).submit(job.id)
 
-    def some_done_one_running():
-        rows = ledger.shards(rt.db, job.id)
+    def some_done_one_running(rows):
         return sum(s.status == "done" for s in rows) >= 4 and any(s.status == "running" for s in rows)
 
-    cluster.wait(some_done_one_running, 150, "four shards done and one running")
-    cluster.kill(first)  # SIGKILL the whole worker: the running shard is lost with it
+    def frozen_with_one_running():
+        if not some_done_one_running(ledger.shards(rt.db, job.id)):
+            return False
+        os.killpg(first.pid, signal.SIGSTOP)  # the whole worker stops; what the ledger says now holds
+        if some_done_one_running(ledger.shards(rt.db, job.id)):
+            return True
+        os.killpg(first.pid, signal.SIGCONT)
+        return False
+
+    cluster.wait(frozen_with_one_running, 150, "four shards done and one running")
     lost = [s.id for s in ledger.shards(rt.db, job.id) if s.status == "running"]
+    cluster.kill(first)  # SIGKILL the whole worker: the running shard is lost with it
     cluster.flush()  # the broker loses every queued and unacked message
-    store = Path(jobs.store_dir(rt, job.id))
+    store = Path(rt.store_dir(job.id))
     (store / ".shard-00005-killed.h5.tmp").write_bytes(b"half an HDF5 file")  # what a kill mid-write leaves
     (store / "shard-00099-0123456789ab.h5").write_bytes(b"a file the ledger never recorded")
-    cluster.start_worker(queues="generate", concurrency=1, via_cli=True)
-    time.sleep(2)
-    assert ledger.get(rt.db, Job, job.id).status == "running", "nothing is queued any more"
+    _proc, node = cluster.start_worker(queues="generate", concurrency=1, via_cli=True)
+    inspect = cluster.app().control.inspect(destination=[node], timeout=2)
+    assert cluster.redis().llen("generate") == 0 and not any((inspect.active() or {}).values()), \
+        "nothing is queued or running any more"
+    assert ledger.job(rt.db, job.id).status == "running"
 
     result = _cli("resume", job.id)
     unfinished = [s for s in ledger.shards(rt.db, job.id) if s.status != "done"]
     assert f"re-enqueued {len(unfinished)} tasks" in result.output
     cluster.wait_for_job(rt, job.id)
     assert_store_exact(cluster, rt, job.id, limit=LIMIT)
-    assert all(ledger.get(rt.db, Shard, shard_id).attempts == 2 for shard_id in lost)
+    assert all(ledger.shard(rt.db, shard_id).attempts == 2 for shard_id in lost)
 
 
 def test_two_merges_at_once_merge_once(shared_cluster, monkeypatch):
@@ -152,19 +169,15 @@ def test_two_merges_at_once_merge_once(shared_cluster, monkeypatch):
     cluster.use(monkeypatch)
     rt = cluster.runtime()
     job = _plan(cluster, rt, ["fgsm:eps=0.01"], shard_size=64)
-    for shard in ledger.shards(rt.db, job.id):
-        jobs.run_shard(rt, shard.id)
-    assert ledger.claim_merge(rt.db, job.id)
+    assert run_shards(rt, job.id).units == [Unit("generate", job.id)], "the last shard claimed the merge"
     executor = CeleryExecutor(rt)
-    sent = [executor.enqueue_merge(job.id) for _ in range(2)]  # two worker children take one each
+    sent = [executor.dispatch(Unit("generate", job.id))[0] for _ in range(2)]  # two worker children take one each
     outcomes = [executor.app.AsyncResult(t).get(timeout=120) for t in sent]
     assert sum("n_examples" in o for o in outcomes) == 1, outcomes
     assert_store_exact(cluster, rt, job.id)
     # redelivered shard tasks of the finished job change nothing
-    from workers.celery_app import GENERATE_SHARD
-
     before = [(s.path, s.attempts) for s in ledger.shards(rt.db, job.id)]
-    again = [executor.app.send_task(GENERATE_SHARD, args=[job.id, s.id], queue="generate")
+    again = [executor.app.send_task("ferqueue.generate_shard", args=[job.id, s.id], queue="generate")
              for s in ledger.shards(rt.db, job.id)]
     assert {r.get(timeout=60)["status"] for r in again} == {"skipped"}
     assert [(s.path, s.attempts) for s in ledger.shards(rt.db, job.id)] == before
@@ -172,14 +185,12 @@ def test_two_merges_at_once_merge_once(shared_cluster, monkeypatch):
 
     # the task body itself, run by threads at the same moment in this process
     second = _plan(cluster, rt, ["fgsm:eps=0.01"], shard_size=64)
-    for shard in ledger.shards(rt.db, second.id):
-        jobs.run_shard(rt, shard.id)
-    assert ledger.claim_merge(rt.db, second.id)
+    assert run_shards(rt, second.id).units == [Unit("generate", second.id)]
     barrier, results = threading.Barrier(4), []
 
     def merge():
         barrier.wait()
-        results.append(tasks.merge_store(second.id))
+        results.append(tasks.finish(second.id))
 
     try:
         threads = [threading.Thread(target=merge) for _ in range(4)]
@@ -188,7 +199,9 @@ def test_two_merges_at_once_merge_once(shared_cluster, monkeypatch):
         for t in threads:
             t.join()
     finally:
-        tasks.reset_runtime()
+        from workers.celery_app import reset_runtime
+
+        reset_runtime()
     assert sum("n_examples" in r for r in results) == 1, results
     assert_store_exact(cluster, rt, second.id)
 
@@ -232,7 +245,7 @@ def test_compare_submitted_to_workers_waits_and_prints_the_side_by_side_tables(s
     rt = cluster.runtime()
     exp = ledger.find_experiment(rt.db, "cmp-on-workers")
     with rt.db.session() as s:
-        pipeline = s.scalars(select(Job).where(Job.kind == "compare", Job.experiment_id == exp.id)).one()
+        pipeline = s.scalars(select(JobRow).where(JobRow.kind == "compare", JobRow.experiment_id == exp.id)).one()
     children = ledger.children(rt.db, pipeline.id)
     assert pipeline.status == "done" and all(c.status == "done" and c.executor == "celery" for c in children)
     table = comparison(rt.db, exp.id)
@@ -252,7 +265,9 @@ def test_cancel_stops_a_job_and_resume_finishes_it(shared_cluster, monkeypatch):
     CeleryExecutor(rt).submit(job.id)
     cluster.wait(lambda: any(s.status == "running" for s in ledger.shards(rt.db, job.id)), 120,
                  "a running shard")
-    assert "cancelled" in _cli("cancel", job.id).output
+    worker_pids = [pid for w in cluster.workers for pid in (w.pid, *_children(w.pid))]
+    with cluster.frozen(*worker_pids):  # no shard can finish while the job is cancelled
+        assert "cancelled" in _cli("cancel", job.id).output
     app, queue = cluster.app(), cluster.redis()
 
     def drained():  # every queued task has run as a no-op and nothing is held
@@ -260,7 +275,7 @@ def test_cancel_stops_a_job_and_resume_finishes_it(shared_cluster, monkeypatch):
         return queue.llen("generate") == 0 and not held
 
     cluster.wait(drained, 120, "the cancelled job's tasks to drain")
-    assert ledger.get(rt.db, Job, job.id).status == "cancelled"
+    assert ledger.job(rt.db, job.id).status == "cancelled"
     assert {s.status for s in ledger.shards(rt.db, job.id)} <= {"cancelled", "done"}
     assert "cancelled" in {s.status for s in ledger.shards(rt.db, job.id)}
 
@@ -331,11 +346,14 @@ def test_flower_requires_basic_auth_and_sees_the_workers_events(shared_cluster):
         assert get("/", auth=False)[0] == 401
         assert get("/api/workers")[0] == 200
         cluster.wait(lambda: get("/api/tasks")[0] == 200, 30, "Flower's task API")  # subscribes to events
-        time.sleep(1)
-        job = _small_job(cluster, cluster.runtime())
-        assert job.status == "done"
-        cluster.wait(lambda: "ferqueue.merge_store" in get("/api/tasks")[1], 30,
-                     "Flower to see the task events of the workers")
+
+        def seen_by_flower():
+            """Flower lists only the task events it received after subscribing: run small jobs
+            until the merge of one of them shows up there."""
+            assert _small_job(cluster, cluster.runtime()).status == "done"
+            return "ferqueue.merge_store" in get("/api/tasks")[1]
+
+        cluster.wait(seen_by_flower, 60, "Flower to see the task events of the workers")
     finally:
         flower.terminate()
         flower.wait(10)

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from fq_cluster import REPO
 from fq_helpers import register_tiny
 
-from ferqueue import ledger
-from ferqueue.db.models import Job
+from ferqueue.db import ledger
+from ferqueue.db.tables import JobRow as Job
 from ferqueue.errors import ConfigError
 
 
@@ -26,15 +26,19 @@ def _cli(*args, env=None):
 
 
 def test_celery_settings_are_json_only_late_acked_and_routed(settings):
-    from workers.celery_app import QUEUES, ROUTES, celery_config
+    from ferqueue.queue import celery_config, queues, routes, task_names
+    from workers.tasks import app
 
     conf = celery_config(settings.with_overrides(broker_url="redis://h:6379/0", result_backend="redis://h:6379/1"))
     assert conf["accept_content"] == ["json"] and conf["task_serializer"] == conf["result_serializer"] == "json"
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"] and conf["worker_prefetch_multiplier"] == 1
     vt = conf["broker_transport_options"]["visibility_timeout"]
     assert vt == settings.visibility_timeout > conf["task_time_limit"] > conf["task_soft_time_limit"] > 0
-    assert [q.name for q in conf["task_queues"]] == list(QUEUES) == ["generate", "train", "evaluate"]
-    assert {name: route["queue"] for name, route in conf["task_routes"].items()} == ROUTES
+    assert sorted(q.name for q in conf["task_queues"]) == sorted(queues()) == ["evaluate", "generate", "train"]
+    assert {name: route["queue"] for name, route in conf["task_routes"].items()} == routes() == {
+        "ferqueue.generate_shard": "generate", "ferqueue.merge_store": "generate", "ferqueue.train": "train",
+        "ferqueue.evaluate": "evaluate"}
+    assert set(task_names()) <= set(app.tasks), "the worker registers a task for every unit of every kind"
     assert conf["worker_send_task_events"] and conf["worker_max_tasks_per_child"] > 0
     with pytest.raises(ConfigError, match="FERQUEUE_VISIBILITY_TIMEOUT=30"):
         celery_config(settings.with_overrides(visibility_timeout=30))
@@ -75,7 +79,7 @@ def test_local_submit_status_cancel_and_resume(rt, synthetic_small, tiny_model_f
     common = ("--artifact", artifact.id, "--dataset", ds_row.id, "--split", split_row.id)
     result = _cli("submit", "generate", *common, "--attack", "fgsm:eps=0.01", "--shard-size", 100, "--local", "-q")
     assert result.exit_code == 0, result.output
-    job = ledger.get(rt.db, Job, int(result.output.strip().splitlines()[-1]))
+    job = ledger.job(rt.db, int(result.output.strip().splitlines()[-1]))
     assert job.status == "done" and job.merge_count == 1 and job.n_shards == 4
     shown = _cli("status", job.id).output
     assert f"job {job.id}: generate, done" in shown and "4/4 shards" in shown and "300:336" in shown
@@ -86,17 +90,17 @@ def test_local_submit_status_cancel_and_resume(rt, synthetic_small, tiny_model_f
                    "--attack", "fgsm:eps=0.01", "--local").output
         assert message in out, out
     planned = _cli("submit", "evaluate", *common, "--attack", "fgsm:eps=0.02", "--limit", 20, "--local", "-q")
-    assert ledger.get(rt.db, Job, int(planned.output.strip().splitlines()[-1])).status == "done"
+    assert ledger.job(rt.db, int(planned.output.strip().splitlines()[-1])).status == "done"
 
     # cancelled before it ran, then resumed in-process
     from ferqueue import jobs
 
-    second = jobs.plan_generate(rt, artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
-                                attacks=["fgsm:eps=0.02"], shard_size=200)
+    second = jobs.plan(rt, jobs.GenerateSpec(artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
+                                             attacks=["fgsm:eps=0.02"], shard_size=200))
     assert "cancelled" in _cli("cancel", second.id).output
     assert _cli("status", second.id, "--watch").exit_code == 1, "a watch on a cancelled job fails"
     assert _cli("resume", second.id, "--local").exit_code == 0
-    assert ledger.get(rt.db, Job, second.id).status == "done"
+    assert ledger.job(rt.db, second.id).status == "done"
 
 
 def test_worker_and_flower_commands(settings, monkeypatch):
@@ -139,7 +143,7 @@ def test_compose_services_share_one_image_and_environment(compose):
     flower = services["flower"]
     assert {"FERQUEUE_FLOWER_USER", "FERQUEUE_FLOWER_PASSWORD"} <= set(flower["environment"])
     assert "--no-auth" not in flower["command"]
-    assert services["migrate"]["command"] == ["alembic", "upgrade", "head"]
+    assert services["migrate"]["command"] == ["ferqueue", "db", "upgrade"]
     assert services["worker-generate"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert "-Q" not in services["worker-train"]["command"] and "train,evaluate" in services["worker-train"]["command"]
 

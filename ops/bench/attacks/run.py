@@ -36,7 +36,7 @@ def main() -> None:
     import numpy as np
 
     from ferqueue.data import load_dataset, make_split
-    from ferqueue.evaluate import predict_probs
+    from ferqueue.models.engine import forward
 
     started = time.perf_counter()
     out: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": _machine()}
@@ -47,7 +47,7 @@ def main() -> None:
     _log(f"{data.name}: {len(split.train)} training and {len(split.test)} test images")
     model, out["model"] = _trained_model(args, data, split)
     x_test, y_test = data.take(np.random.default_rng(args.seed).permutation(split.test))
-    clean_pred = predict_probs(model, x_test).argmax(1)
+    clean_pred = forward(model, x_test).argmax(1)
     out["model"]["test_accuracy"] = float(np.mean(clean_pred == y_test))
     out["model"]["n_test"] = len(y_test)
 
@@ -71,9 +71,10 @@ def _fgsm_phase(args, model, x, y) -> dict:
     """FGSM on the same images and epsilon for all. First the raw limit at several batch
     sizes, then rounds of (raw limit at its best batch, ferqueue, ART) in rotating order,
     so that load from other processes falls on all alike; ratios are taken within rounds."""
+    from ferqueue.models.engine import compiled
+
     from ferqueue.attacks import FGSM
-    from ferqueue.attacks.engine import compiled
-    from ferqueue.evaluate import predict_probs
+    from ferqueue.models.engine import forward
 
     limit = _Limit(model, x, y)
     art_fgsm = art_side.Fgsm(model, compiled(model).logits, args.eps)
@@ -103,7 +104,7 @@ def _fgsm_phase(args, model, x, y) -> dict:
                 art_seconds, art_adv = value
                 rounds["art"].append(len(x) / art_seconds)
     _log(f"FGSM done: {json.dumps({k: round(v, 1) for k, v in _medians(rounds).items()})}")
-    art_pred = predict_probs(model, art_adv).argmax(1)
+    art_pred = forward(model, art_adv).argmax(1)
     timing = {"sweep": sweep, "best_bs": best_bs, "forward_rate": forward_rate, "rounds": rounds}
     return _fgsm_report(args, y, result, art_adv, art_pred, timing)
 
@@ -111,8 +112,9 @@ def _fgsm_phase(args, model, x, y) -> dict:
 def _pixel_phase(args, model, xs, ys, machine: dict) -> dict:
     """One-pixel DE: ART on the first ``art_pixel_n`` images (seconds to minutes each),
     ferqueue on the same ones, then on the rest."""
+    from ferqueue.models.engine import CPU_BATCH_SIZE
+
     from ferqueue.attacks import PixelAttack
-    from ferqueue.attacks.engine import CPU_BATCH_SIZE
 
     k = args.art_pixel_n
     de = PixelAttack(k=1, method="de", popsize=args.popsize, maxiter=args.max_iter, seed=args.seed)
@@ -165,7 +167,8 @@ def _parse():
 
 def _trained_model(args, data, split):
     """The model from --model, from the cache beside --out, or trained now and cached."""
-    from ferqueue.models import build_model, fingerprint_file, load_model, save_model
+    from ferqueue.files import fingerprint_file
+    from ferqueue.models import build_model, load_model, save_model
     from ferqueue.train import TrainConfig, train_model
 
     if args.model:
@@ -271,8 +274,7 @@ def _forward_limit(model, x, batch_size: int) -> dict:
 
 def _fgsm_report(args, y, result, art_adv, art_pred, timing) -> dict:
     import numpy as np
-
-    from ferqueue.attacks.engine import CPU_BATCH_SIZE
+    from ferqueue.models.engine import CPU_BATCH_SIZE
 
     rounds = timing["rounds"]
     med = _medians(rounds)
@@ -318,12 +320,12 @@ def _fgsm_report(args, y, result, art_adv, art_pred, timing) -> dict:
 def _pixel_report(args, model, xs, ys, art_runs, ours_subset, ours_rest, forward_limit) -> dict:
     import numpy as np
 
-    from ferqueue.evaluate import predict_probs
+    from ferqueue.models.engine import forward
 
     k = args.art_pixel_n
     art_seconds = np.array([seconds for seconds, _, _ in art_runs])
     art_adv = np.concatenate([adv for _, adv, _ in art_runs])
-    art_pred = predict_probs(model, art_adv).argmax(1)
+    art_pred = forward(model, art_adv).argmax(1)
     art_success = art_pred != ys[:k]
     art_l0 = np.count_nonzero(np.any(art_adv != xs[:k], axis=-1), axis=(1, 2))
     ours_s = ours_subset.summary()

@@ -1,4 +1,9 @@
-"""SQL tables: the ledger and the results. The schema itself is made by Alembic migrations."""
+"""SQL tables: the ledger and the results. The schema itself is made by the migrations in
+``ferqueue/db/migrations``; a test checks that they agree.
+
+Only ``ferqueue.db`` touches these classes: the ledger and the queries hand out the frozen
+records of ``ferqueue.db.domain`` instead.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ferqueue.vocabulary import EVAL_SETTINGS, JOB_STATES, RUN_STATES, SHARD_STATES, TRAINING_MODES
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -26,13 +33,6 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-JOB_KINDS = ("generate", "train", "evaluate", "pipeline", "compare")
-JOB_STATES = ("pending", "running", "merging", "done", "failed", "cancelled")
-SHARD_STATES = ("pending", "running", "done", "failed", "cancelled")
-RUN_STATES = ("pending", "running", "done", "failed", "cancelled")
-TRAINING_MODES = ("standard", "offline_adv", "online_fgsm", "online_fgsm_rs")
-EVAL_SETTINGS = ("clean", "whitebox", "transfer")
 
 
 def utcnow() -> datetime:
@@ -47,7 +47,7 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-class Experiment(Base):
+class ExperimentRow(Base):
     __tablename__ = "experiments"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
@@ -85,7 +85,7 @@ class SplitRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
-class ModelArtifact(Base):
+class ArtifactRow(Base):
     __tablename__ = "model_artifacts"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     architecture: Mapped[str] = mapped_column(String(64))
@@ -99,10 +99,9 @@ class ModelArtifact(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
-class Job(Base):
+class JobRow(Base):
     __tablename__ = "jobs"
     __table_args__ = (
-        CheckConstraint(_in("kind", JOB_KINDS), name="kind"),
         CheckConstraint(_in("status", JOB_STATES), name="status"),
         # a pipeline creates each of its steps once, even when two children finish together
         UniqueConstraint("parent_id", "step", name="uq_jobs_parent_step"),
@@ -127,7 +126,7 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
-class Shard(Base):
+class ShardRow(Base):
     __tablename__ = "shards"
     __table_args__ = (
         UniqueConstraint("job_id", "index", name="uq_shards_job_index"),
@@ -155,7 +154,7 @@ class Shard(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
-class TrainingRun(Base):
+class RunRow(Base):
     __tablename__ = "training_runs"
     __table_args__ = (
         CheckConstraint(_in("status", RUN_STATES), name="status"),
@@ -185,7 +184,7 @@ class TrainingRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
-class Evaluation(Base):
+class EvaluationRow(Base):
     __tablename__ = "evaluations"
     __table_args__ = (CheckConstraint(_in("setting", EVAL_SETTINGS), name="setting"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -1,4 +1,4 @@
-"""The paper's four scenarios as a pipeline of jobs.
+"""The steps of the pipelines ferqueue plans: the paper's four scenarios, and compare.
 
 For each model: (1) train a baseline and attack it, (2) generate adversarial examples of the
 training images once and store them, (3) adversarially train on original + stored examples,
@@ -11,18 +11,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ferqueue.errors import ConfigError
+from ferqueue.vocabulary import OFFLINE_ADV, ONLINE_FGSM, STANDARD
 
 PAPER_EPSILONS = (0.01, 0.02, 0.03, 0.04, 0.05)
 
 
+def pixel_specs(pixel_queries: int, pixel_method: str = "random") -> list[str]:
+    """The one-pixel attack with a budget of queries (random search) or generations (DE); none for 0."""
+    if not pixel_queries:
+        return []
+    budget = "queries" if pixel_method == "random" else "maxiter"
+    return [f"pixel:k=1,method={pixel_method},{budget}={pixel_queries}"]
+
+
 def eval_attack_specs(epsilons, pixel_queries: int = 100, pgd: bool = True, pixel_method: str = "random") -> list[str]:
+    """FGSM at every epsilon, PGD (10 steps) at every epsilon, and the one-pixel attack."""
     specs = [f"fgsm:eps={eps:g}" for eps in epsilons]
     if pgd:
         specs += [f"pgd:eps={eps:g},steps=10" for eps in epsilons]
-    if pixel_queries:
-        budget = "queries" if pixel_method == "random" else "maxiter"
-        specs.append(f"pixel:k=1,method={pixel_method},{budget}={pixel_queries}")
-    return specs
+    return specs + pixel_specs(pixel_queries, pixel_method)
 
 
 @dataclass
@@ -44,12 +51,12 @@ class PaperPlan:
         common = {"dataset_id": self.dataset_id, "split_id": self.split_id}
         steps: list[dict] = []
         for model in self.models:
-            base, gen, adv = f"train-{model}-standard", f"generate-{model}", f"train-{model}-offline_adv"
+            base, gen, adv = f"train-{model}-{STANDARD}", f"generate-{model}", f"train-{model}-{OFFLINE_ADV}"
             steps += [
                 {"name": base, "kind": "train",
-                 "args": {**common, "architecture": model, "mode": "standard", "train": self.train,
+                 "args": {**common, "architecture": model, "mode": STANDARD, "train": self.train,
                           "weights": self.weights}},
-                {"name": f"evaluate-{model}-standard", "kind": "evaluate",
+                {"name": f"evaluate-{model}-{STANDARD}", "kind": "evaluate",
                  "args": {**common, "attacks": self.eval_attacks, "limit": self.eval_limit},
                  "refs": {"artifact_id": f"{base}.artifact_id"}},
                 {"name": gen, "kind": "generate",
@@ -57,10 +64,10 @@ class PaperPlan:
                           "shard_size": self.shard_size},
                  "refs": {"artifact_id": f"{base}.artifact_id"}},
                 {"name": adv, "kind": "train",
-                 "args": {**common, "architecture": model, "mode": "offline_adv", "train": self.adv_train,
+                 "args": {**common, "architecture": model, "mode": OFFLINE_ADV, "train": self.adv_train,
                           "weights": self.weights},
                  "refs": {"store_job_id": f"{gen}.job_id"}},
-                {"name": f"evaluate-{model}-offline_adv", "kind": "evaluate",
+                {"name": f"evaluate-{model}-{OFFLINE_ADV}", "kind": "evaluate",
                  "args": {**common, "attacks": self.eval_attacks, "limit": self.eval_limit},
                  "refs": {"artifact_id": f"{adv}.artifact_id"}},
             ]
@@ -87,7 +94,7 @@ class ComparePlan:
     eval_attacks: list[str] = field(default_factory=list)
     transfer_attacks: list[str] = field(default_factory=list)
     store_attacks: list[str] | None = None
-    online_modes: tuple[str, ...] = ("online_fgsm",)
+    online_modes: tuple[str, ...] = (ONLINE_FGSM,)
     shard_size: int = 256
     eval_limit: int | None = None
     prefix: str = ""
@@ -96,7 +103,7 @@ class ComparePlan:
         common = {"dataset_id": self.dataset_id, "split_id": self.split_id}
         store = self.store_attacks or [f"fgsm:eps={self.adv_eps:g}"]
         p, m = self.prefix, self.model
-        base, gen, transfer = f"{p}train-{m}-standard", f"{p}generate-{m}-train", f"{p}generate-{m}-transfer"
+        base, gen, transfer = f"{p}train-{m}-{STANDARD}", f"{p}generate-{m}-train", f"{p}generate-{m}-transfer"
 
         def train_step(mode: str, refs: dict | None = None) -> dict:
             return {"name": f"{p}train-{m}-{mode}", "kind": "train", "refs": refs or {},
@@ -104,7 +111,7 @@ class ComparePlan:
                              "train": {**self.train, "adv_eps": self.adv_eps}}}
 
         steps = [
-            train_step("standard"),
+            train_step(STANDARD),
             {"name": gen, "kind": "generate", "refs": {"artifact_id": f"{base}.artifact_id"},
              "args": {**common, "attacks": store, "subset": "train", "shard_size": self.shard_size}},
         ]
@@ -112,9 +119,9 @@ class ComparePlan:
             steps.append({"name": transfer, "kind": "generate", "refs": {"artifact_id": f"{base}.artifact_id"},
                           "args": {**common, "attacks": self.transfer_attacks, "subset": "test",
                                    "shard_size": self.shard_size, "limit": self.eval_limit}})
-        steps.append(train_step("offline_adv", {"store_job_id": f"{gen}.job_id"}))
+        steps.append(train_step(OFFLINE_ADV, {"store_job_id": f"{gen}.job_id"}))
         steps += [train_step(mode) for mode in self.online_modes]
-        for mode in ("standard", "offline_adv", *self.online_modes):
+        for mode in (STANDARD, OFFLINE_ADV, *self.online_modes):
             refs = {"artifact_id": f"{p}train-{m}-{mode}.artifact_id"}
             if self.transfer_attacks:
                 refs["transfer_store_job_id"] = f"{transfer}.job_id"

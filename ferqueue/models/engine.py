@@ -1,21 +1,29 @@
-"""Compiled per-model functions shared by all attacks, traced once per model and reused.
+"""The model engine: a model's compiled functions, traced once per model and shared by the
+attacks, evaluation and training.
 
-Gradients are taken on the model's pre-softmax ``logits`` (through ``logits_model``):
-the softmax saturates, and a saturated softmax has (near) zero input gradients.
+- ``forward``: the model's own outputs (probabilities of a classifier, features of an extractor);
+- ``predict``: class probabilities, softmax of the logits;
+- ``step``: one signed-gradient step on the cross-entropy, projected onto the L-inf ball and
+  [0, 1] (FGSM is one step, PGD several, online adversarial training one per batch);
+- ``pixel_logits``: logits of candidates that each change a few pixels (one-pixel attacks).
+
+Gradients are taken on the model's pre-softmax ``logits`` (through ``logits_model``): the
+softmax saturates, and a saturated softmax has (near) zero input gradients.
 """
 
 from __future__ import annotations
 
 import os
 import weakref
+from functools import cached_property
 
 import numpy as np
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import tensorflow as tf  # noqa: E402
 
-from ferqueue.attacks.base import batches  # noqa: E402
-from ferqueue.models import logits_model  # noqa: E402
+from ferqueue.arrays import batches  # noqa: E402
+from ferqueue.models.zoo import logits_model  # noqa: E402
 
 # Keyed weakly on the Keras model, so a discarded model releases its traced graphs.
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -24,6 +32,7 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 # 2 cores, batches of 16-32 run fastest; forward passes of 128 run about 40% slower and of
 # 512 about 70% slower, as activations no longer stay in cache (see ops/bench/attacks).
 CPU_BATCH_SIZE = 32
+FORWARD_BATCH_SIZE = 256  # forward passes that keep no activations (evaluation, features)
 
 
 def compiled(model) -> ModelFunctions:
@@ -34,34 +43,57 @@ def compiled(model) -> ModelFunctions:
     return fns
 
 
-class ModelFunctions:
-    """Forward, signed-gradient step and pixel-scatter forward of one model, as tf.functions.
+def forward(model, x: np.ndarray, batch_size: int = FORWARD_BATCH_SIZE) -> np.ndarray:
+    """The model's outputs in eval mode, batched through one compiled function per model."""
+    return compiled(model).forward(x, batch_size)
 
-    Input signatures leave only the batch dimension free, so a last short batch or a
-    changing number of candidates never retraces.
-    """
+
+class ModelFunctions:
+    """A model's tf.functions. Input signatures leave only the batch dimension free, so a last
+    short batch or a changing number of candidates never retraces. The classifier functions
+    (everything but ``forward``) are built on first use: a feature extractor has no logits."""
 
     def __init__(self, model):
-        self.logits = logits_model(model)
+        self.model = model
         self.on_accelerator = bool(tf.config.list_logical_devices("GPU"))
         self.image_shape = tuple(int(d) for d in model.input_shape[1:])
-        self.num_classes = int(model.output_shape[-1])
-        images = tf.TensorSpec((None, *self.image_shape), tf.float32)
+        self._images = tf.TensorSpec((None, *self.image_shape), tf.float32)
+        self._forward = tf.function(lambda batch: model(batch, training=False), input_signature=[self._images])
+
+    # -- any model ---------------------------------------------------------------------------
+
+    def forward(self, x: np.ndarray, batch_size: int = FORWARD_BATCH_SIZE) -> np.ndarray:
+        out = [self._forward(np.asarray(x[part], np.float32)).numpy() for part in batches(len(x), batch_size)]
+        if out:
+            return np.concatenate(out)
+        return np.zeros((0, *self.model.output_shape[1:]), np.float32)
+
+    # -- classifiers -------------------------------------------------------------------------
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.model.output_shape[-1])
+
+    @cached_property
+    def logits(self):
+        """The model's pre-softmax view (shares its weights)."""
+        return logits_model(self.model)
+
+    @cached_property
+    def _probs(self):
+        return tf.function(lambda x: tf.nn.softmax(self._logits_graph(x)), input_signature=[self._images])
+
+    @cached_property
+    def _step(self):
         scalar = tf.TensorSpec((), tf.float32)
-        self._probs = tf.function(self._probs_graph, input_signature=[images])
-        self._step = tf.function(
-            self._step_graph,
-            input_signature=[images, images, tf.TensorSpec((None,), tf.int64), scalar, scalar, scalar],
-        )
-        self._pixel_logits = tf.function(
-            self._pixel_logits_graph,
-            input_signature=[
-                images,
-                tf.TensorSpec((None,), tf.int32),
-                tf.TensorSpec((None, None), tf.int32),
-                tf.TensorSpec((None, None, 3), tf.float32),
-            ],
-        )
+        return tf.function(self.step_graph, input_signature=[
+            self._images, self._images, tf.TensorSpec((None,), tf.int64), scalar, scalar, scalar])
+
+    @cached_property
+    def _pixel_logits(self):
+        return tf.function(self._pixel_logits_graph, input_signature=[
+            self._images, tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None, None), tf.int32),
+            tf.TensorSpec((None, None, 3), tf.float32)])
 
     def default_batch_size(self, accelerator_batch_size: int) -> int:
         """The attack's own batch size on an accelerator, CPU_BATCH_SIZE on a CPU."""
@@ -89,16 +121,16 @@ class ModelFunctions:
         positions ``pos[i]`` (distinct) set to ``colours[i]``."""
         return self._pixel_logits(images, owner, pos, colours).numpy()
 
+    # -- graphs (also traced inside other tf.functions, e.g. a training step) ------------------
+
     def _logits_graph(self, x):
         return tf.cast(self.logits(x, training=False), tf.float32)
 
-    def _probs_graph(self, x):
-        return tf.nn.softmax(self._logits_graph(x))
-
-    def _step_graph(self, x, x0, labels, eps, alpha, direction):
+    def step_graph(self, x, x0, labels, eps, alpha, direction):
+        """The graph of ``step``, to call inside a tf.function of one's own."""
         with tf.GradientTape() as tape:
             tape.watch(x)
-            logits = tf.cast(self.logits(x, training=False), tf.float32)
+            logits = self._logits_graph(x)
             # summed, not averaged: only the sign is used and a mean can underflow
             loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
         moved = x + direction * alpha * tf.sign(tape.gradient(loss, x))

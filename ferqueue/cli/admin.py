@@ -1,0 +1,143 @@
+"""`ferqueue store | db | info | worker | flower`: stores, the schema, settings and the processes."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from ferqueue import app
+from ferqueue.cli import render
+from ferqueue.cli.base import console, err_console, main
+from ferqueue.config import load_settings
+from ferqueue.errors import ConfigError
+
+
+@main.group()
+def store():
+    """Inspect and verify adversarial stores."""
+
+
+@store.command()
+@click.argument("target")
+def verify(target):
+    """Check a store (a generation job id or a store path): checksums, shards, dtypes, ranges."""
+    rt = app.open_runtime(write=False)
+    job, opened, problems = app.verify_store(rt, target)
+    if problems:
+        for problem in problems:
+            err_console.print(f"[red]✗[/red] {problem}")
+        raise click.ClickException(f"store {opened.path} failed verification ({len(problems)} problems)")
+    n = sum(row["n_examples"] for row in opened.summary())
+    console.print(f"[green]✓[/green] store {opened.path}: {len(opened.attacks)} attacks, {n} examples, float32, "
+                  "checksums match" if job else f"[green]✓[/green] store {opened.path}: {n} examples, internally sound")
+
+
+@store.command()
+@click.argument("target")
+def show(target):
+    """What a store holds: attacks, parameters, counts, success rates, provenance."""
+    rt = app.open_runtime(write=False)
+    _job, opened = app.open_store(rt, target)
+    console.print(render.store_table(opened.path, opened.summary()))
+    for key in ("model_sha256", "dataset_fingerprint", "split_fingerprint", "subset", "image_size"):
+        console.print(f"{key}: {opened.attrs.get(key)}")
+
+
+@main.group()
+def db():
+    """Database schema (Alembic migrations)."""
+
+
+@db.command()
+def upgrade():
+    """alembic upgrade head on the configured database."""
+    from ferqueue.db.session import open_database
+
+    database = open_database(load_settings().database_url, migrate=True)
+    console.print(f"{database.safe_url} at revision {database.current_revision()}")
+
+
+@db.command()
+def current():
+    """Show the database's migration revision."""
+    from ferqueue.db.session import Database
+
+    database = Database(load_settings().database_url)
+    console.print(f"{database.safe_url} at revision {database.current_revision() or 'none'}")
+
+
+@main.command()
+def info():
+    """Show the effective settings."""
+    for key, value in app.settings_summary(load_settings()).items():
+        console.print(f"{key:>12}: {value}")
+
+
+# ---- processes: worker and flower -----------------------------------------------------------------
+
+
+def _celery_argv(*args: str) -> list[str]:
+    from ferqueue.queue import WORKER_APP
+
+    return [sys.executable, "-m", "celery", "-A", WORKER_APP, *args]
+
+
+@main.command()
+@click.option("--queues", "-Q", help="Comma list of queues to consume. [all: generate, train, evaluate]")
+@click.option("--concurrency", "-c", type=int, default=1, show_default=True, help="Pool child processes.")
+@click.option("--tf-threads", type=int, help="TensorFlow threads per child (sets FERQUEUE_TF_THREADS).")
+@click.option("--hostname", "-n", help="Node name. [celery's default: celery@<host>]")
+@click.option("--loglevel", "-l", default="info", show_default=True)
+@click.option("--max-tasks-per-child", type=int, help="Replace a child after N tasks.")
+@click.option("--dry-run", is_flag=True, help="Print the celery command line instead of running it.")
+def worker(queues, concurrency, tf_threads, hostname, loglevel, max_tasks_per_child, dry_run):
+    """Start a Celery worker (events on, for Flower) on the given queues."""
+    from ferqueue.queue import queues as known_queues
+
+    load_settings().require_broker()
+    known = known_queues()
+    names = [q.strip() for q in (queues or ",".join(known)).split(",") if q.strip()]
+    unknown = [q for q in names if q not in known]
+    if unknown or not names:
+        raise ConfigError(f"unknown queue {', '.join(unknown) or repr(queues)}; choose from {', '.join(known)}")
+    if concurrency < 1:
+        raise ConfigError(f"--concurrency must be at least 1, got {concurrency}")
+    argv = _celery_argv("worker", "-E", "-Q", ",".join(names), "-c", str(concurrency), "-l", loglevel)
+    if hostname:
+        argv += ["-n", hostname]
+    if max_tasks_per_child:
+        argv += ["--max-tasks-per-child", str(max_tasks_per_child)]
+    if tf_threads is not None:
+        os.environ["FERQUEUE_TF_THREADS"] = str(tf_threads)
+    if dry_run:
+        click.echo(" ".join(argv))
+        return
+    os.execv(argv[0], argv)  # the worker replaces this process: signals reach Celery directly
+
+
+@main.command()
+@click.option("--port", type=int, default=5555, show_default=True)
+@click.option("--address", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: all).")
+@click.option("--no-auth", is_flag=True, help="Serve Flower without a password (only on a trusted machine).")
+@click.option("--dry-run", is_flag=True, help="Print the celery command line instead of running it.")
+def flower(port, address, no_auth, dry_run):
+    """Start Flower with basic auth from FERQUEUE_FLOWER_USER / FERQUEUE_FLOWER_PASSWORD."""
+    settings = load_settings()
+    settings.require_broker()
+    os.environ.pop("FLOWER_BASIC_AUTH", None)
+    if not no_auth:
+        user, password = settings.flower_user, settings.flower_password
+        if not user or not password:
+            raise ConfigError("Flower needs basic auth: set FERQUEUE_FLOWER_USER and FERQUEUE_FLOWER_PASSWORD "
+                              "(or pass --no-auth on a trusted machine)")
+        if ":" in user or "," in user + password:
+            raise ConfigError(f"FERQUEUE_FLOWER_USER {user!r} must not contain ':' and neither value may contain ','")
+        # through the environment, not argv: a password on the command line shows in `ps`
+        os.environ["FLOWER_BASIC_AUTH"] = f"{user}:{password}"
+    argv = _celery_argv("flower", f"--port={port}", f"--address={address}")
+    if dry_run:
+        click.echo(" ".join(argv) + ("" if no_auth else "  (basic auth from FLOWER_BASIC_AUTH)"))
+        return
+    os.execv(argv[0], argv)

@@ -1,0 +1,148 @@
+"""A cluster of local worker processes: one harness for the tests, the benchmarks and demos.
+
+A ``LocalCluster`` is a set of FERQUEUE_* settings (home, database, broker) and the
+``ferqueue worker`` processes started with them. Each worker runs in its own session
+(process group), so a whole worker, pool children included, can be killed at once; each
+logs to its own file. Waiting is on a condition, checked every ``interval`` seconds, with a
+deadline, and a timeout raises ``ClusterTimeout`` with the tail of every log.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from ferqueue.vocabulary import FINAL_JOB_STATES
+
+T = TypeVar("T")
+FERQUEUE = str(Path(sys.executable).with_name("ferqueue"))
+
+
+class ClusterTimeout(AssertionError):
+    """A condition the cluster was waiting for did not come true in time."""
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.25,
+             logs: Callable[[], str] = lambda: "") -> T:
+    """The first truthy value of ``predicate()``, polled until ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise ClusterTimeout(f"timed out after {timeout:.0f} s waiting for {what}\n{logs()}")
+        time.sleep(interval)
+
+
+class LocalCluster:
+    """Settings plus the worker processes started with them, under ``root`` (logs, home)."""
+
+    def __init__(self, root: Path, env: dict[str, str], cwd: Path | None = None):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.env = dict(env)
+        self.cwd = cwd
+        self.workers: list[subprocess.Popen] = []
+        self.logs: dict[int, Path] = {}
+
+    @property
+    def settings(self):
+        from ferqueue.config import load_settings
+
+        return load_settings(self.env)
+
+    def runtime(self, migrate: bool = True):
+        from ferqueue.runtime import Runtime
+
+        return Runtime(self.settings, migrate=migrate)
+
+    def app(self):
+        from ferqueue.queue import app_for
+
+        return app_for(self.settings)
+
+    def process_env(self, **extra: str) -> dict[str, str]:
+        """This process's environment without its FERQUEUE_* settings, plus the cluster's."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FERQUEUE_") or k.startswith("FERQUEUE_TEST")}
+        env.update(self.env)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(extra)
+        return env
+
+    def start_worker(self, queues: str | None = None, concurrency: int = 1, tf_threads: int | None = None,
+                     name: str = "w", timeout: float = 60, loglevel: str = "info",
+                     argv: list[str] | None = None) -> tuple[subprocess.Popen, str]:
+        """Start ``ferqueue worker`` (or ``argv``) and wait until it answers a ping: (process, node name)."""
+        node = f"{name}{len(self.workers)}-{uuid.uuid4().hex[:8]}@localhost"
+        if argv is None:
+            argv = [FERQUEUE, "worker", "--concurrency", str(concurrency), "--hostname", node, "--loglevel", loglevel]
+            if queues:
+                argv += ["--queues", queues]
+            if tf_threads is not None:
+                argv += ["--tf-threads", str(tf_threads)]
+        else:
+            argv = [a.replace("{node}", node) for a in argv]
+        proc = self.spawn(argv, node.split("@")[0])
+        self.workers.append(proc)
+        app = self.app()
+        self.wait(lambda: proc.poll() is None and app.control.ping(destination=[node], timeout=0.5),
+                  timeout, f"worker {node} to answer a ping")
+        return proc, node
+
+    def spawn(self, argv: list[str], name: str, **extra_env: str) -> subprocess.Popen:
+        """A process of the cluster in its own session, logging to ``root/<name>.log``."""
+        log = self.root / f"{name}.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(argv, cwd=self.cwd, env=self.process_env(**extra_env), stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        self.logs[proc.pid] = log
+        return proc
+
+    def kill(self, proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+        """Signal a whole worker (main process and pool children) and wait for it to end."""
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+    def stop(self) -> None:
+        """Stop every worker; kill what a warm shutdown leaves (pool children of a killed worker)."""
+        for proc in self.workers:
+            try:
+                self.kill(proc, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.workers.clear()
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-chars:]}"
+                         for path in self.logs.values() if path.exists())
+
+    def wait(self, predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.25) -> T:
+        return wait_for(predicate, timeout, what, interval, self.log_tail)
+
+    def wait_for_job(self, rt, job_id: int, timeout: float = 180, interval: float = 0.25):
+        """The job's record once it is finished (done, failed or cancelled)."""
+        from ferqueue.db import ledger
+
+        def finished():
+            job = ledger.job(rt.db, job_id)
+            return job if job.status in FINAL_JOB_STATES else None
+
+        return self.wait(finished, timeout, f"job {job_id} to finish", interval)

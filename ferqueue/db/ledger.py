@@ -1,0 +1,392 @@
+"""The ledger: every state change of datasets, artifacts, jobs, shards and runs goes through here.
+
+State transitions are conditional UPDATEs, so two workers racing on the same row cannot both
+win: a redelivered shard that already finished is a no-op, and only one caller ever claims a
+job's finishing step. Registrations insert and, on a unique-constraint conflict, read the
+row the other writer made. Everything comes back as a frozen record of ``ferqueue.db.domain``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import fields
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ferqueue.db.domain import (
+    Artifact,
+    DatasetRecord,
+    Evaluation,
+    Experiment,
+    Job,
+    Shard,
+    SplitRecord,
+    TrainingRun,
+)
+from ferqueue.db.session import Database
+from ferqueue.db.tables import (
+    ArtifactRow,
+    DatasetRow,
+    EvaluationRow,
+    ExperimentRow,
+    JobRow,
+    RunRow,
+    ShardRow,
+    SplitRow,
+    utcnow,
+)
+from ferqueue.errors import Conflict, LedgerError
+from ferqueue.vocabulary import (
+    ACTIVE_JOB_STATES,
+    CANCELLED,
+    DONE,
+    FAILED,
+    MERGING,
+    PENDING,
+    REOPENABLE_JOB_STATES,
+    RUNNING,
+    STARTABLE_SHARD_STATES,
+)
+
+_RECORDS = {ExperimentRow: Experiment, DatasetRow: DatasetRecord, SplitRow: SplitRecord, ArtifactRow: Artifact,
+            JobRow: Job, ShardRow: Shard, RunRow: TrainingRun, EvaluationRow: Evaluation}
+_NAMES = {ExperimentRow: "experiment", DatasetRow: "dataset", SplitRow: "split", ArtifactRow: "model artifact",
+          JobRow: "job", ShardRow: "shard", RunRow: "training run", EvaluationRow: "evaluation"}
+_ERROR_CHARS = 4000
+
+
+def record(row):
+    """The frozen record of an ORM row (None stays None)."""
+    if row is None:
+        return None
+    cls = _RECORDS[type(row)]
+    return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def now() -> datetime:
+    return utcnow()
+
+
+# ---- lookups ----------------------------------------------------------------------------------
+
+def _get(db: Database, table, row_id: int):
+    with db.session() as s:
+        row = s.get(table, row_id)
+        if row is None:
+            raise LedgerError(f"no {_NAMES[table]} with id {row_id}")
+        return record(row)
+
+
+def job(db: Database, job_id: int) -> Job:
+    return _get(db, JobRow, job_id)
+
+
+def shard(db: Database, shard_id: int) -> Shard:
+    return _get(db, ShardRow, shard_id)
+
+
+def artifact(db: Database, artifact_id: int) -> Artifact:
+    return _get(db, ArtifactRow, artifact_id)
+
+
+def dataset(db: Database, dataset_id: int) -> DatasetRecord:
+    return _get(db, DatasetRow, dataset_id)
+
+
+def split(db: Database, split_id: int) -> SplitRecord:
+    return _get(db, SplitRow, split_id)
+
+
+def run(db: Database, run_id: int) -> TrainingRun:
+    return _get(db, RunRow, run_id)
+
+
+def find_experiment(db: Database, name_or_id: str | int) -> Experiment:
+    with db.session() as s:
+        if isinstance(name_or_id, int) or str(name_or_id).isdigit():
+            row = s.get(ExperimentRow, int(name_or_id))
+        else:
+            row = s.scalar(select(ExperimentRow).where(ExperimentRow.name == name_or_id))
+        if row is None:
+            raise LedgerError(f"no experiment {name_or_id!r}")
+        return record(row)
+
+
+def run_of_artifact(db: Database, artifact_id: int) -> int | None:
+    """The id of the training run that made an artifact (None for an artifact from elsewhere)."""
+    with db.session() as s:
+        return s.scalar(select(RunRow.id).where(RunRow.artifact_id == artifact_id))
+
+
+# ---- registrations: insert, or read what a concurrent writer inserted first -------------------
+
+def _insert_or_select(db: Database, make: Callable[[], object], existing) -> object:
+    """Insert ``make()`` unless a row matching the ``existing`` query is there; a unique-constraint
+    conflict with a concurrent insert is settled by reading the winner's row."""
+    with db.session() as s:
+        row = s.scalar(existing)
+        if row is not None:
+            return record(row)
+    try:
+        with db.session() as s:
+            row = make()
+            s.add(row)
+            s.flush()
+            return record(row)
+    except IntegrityError:
+        with db.session() as s:
+            row = s.scalar(existing)
+            if row is None:  # the conflict was on another constraint: a real error
+                raise
+            return record(row)
+
+
+def get_or_create_experiment(db: Database, name: str, description: str | None = None,
+                             config: dict | None = None) -> Experiment:
+    return _insert_or_select(db, lambda: ExperimentRow(name=name, description=description, config=config),
+                             select(ExperimentRow).where(ExperimentRow.name == name))
+
+
+def create_experiment(db: Database, name: str, description: str | None = None,
+                      config: dict | None = None) -> Experiment | None:
+    """A new experiment named ``name``; None when that name is taken (the database decides)."""
+    try:
+        with db.session() as s:
+            row = ExperimentRow(name=name, description=description, config=config)
+            s.add(row)
+            s.flush()
+            return record(row)
+    except IntegrityError:
+        return None
+
+
+def register_dataset(db: Database, data) -> DatasetRecord:
+    return _insert_or_select(
+        db,
+        lambda: DatasetRow(name=data.name, source=data.source, fingerprint=data.fingerprint,
+                           image_size=data.image_size, num_examples=len(data),
+                           class_names=list(data.class_names), info=data.describe()),
+        select(DatasetRow).where(DatasetRow.fingerprint == data.fingerprint,
+                                 DatasetRow.image_size == data.image_size),
+    )
+
+
+def register_split(db: Database, dataset_id: int, made) -> SplitRecord:
+    return _insert_or_select(
+        db,
+        lambda: SplitRow(dataset_id=dataset_id, kind=made.kind, seed=made.seed, test_fraction=made.test_fraction,
+                         fold=made.fold, n_folds=made.n_folds, n_train=len(made.train), n_test=len(made.test),
+                         fingerprint=made.fingerprint),
+        select(SplitRow).where(SplitRow.fingerprint == made.fingerprint),
+    )
+
+
+def register_artifact(db: Database, **values) -> Artifact:
+    return _insert_or_select(db, lambda: ArtifactRow(**values),
+                             select(ArtifactRow).where(ArtifactRow.sha256 == values["sha256"]))
+
+
+# ---- jobs ----------------------------------------------------------------------------------------
+
+def create_job(db: Database, kind: str, spec: dict, *, experiment_id: int | None = None,
+               parent_id: int | None = None, step: str | None = None, executor: str = "local",
+               shards: list[dict] | None = None) -> Job:
+    """Create a job and its planned shards in one transaction. A second job for the same
+    (parent, step) raises Conflict: a pipeline's concurrent advances rely on it."""
+    try:
+        with db.session() as s:
+            row = JobRow(kind=kind, spec=spec, experiment_id=experiment_id, parent_id=parent_id, step=step,
+                         executor=executor, n_shards=len(shards or []))
+            s.add(row)
+            s.flush()
+            for plan in shards or []:
+                s.add(ShardRow(job_id=row.id, **plan))
+            return record(row)
+    except IntegrityError:
+        if parent_id is None or step is None:
+            raise
+        raise Conflict(f"job {parent_id} already has a step {step}") from None
+
+
+def children(db: Database, parent_id: int) -> list[Job]:
+    with db.session() as s:
+        return [record(r) for r in s.scalars(select(JobRow).where(JobRow.parent_id == parent_id).order_by(JobRow.id))]
+
+
+def start_job(db: Database, job_id: int) -> bool:
+    """pending -> running. False when the job is already running, finished or cancelled."""
+    with db.session() as s:
+        done = s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == PENDING)
+                         .values(status=RUNNING, started_at=utcnow()))
+        return done.rowcount == 1
+
+
+def finish_job(db: Database, job_id: int, result: dict | None, *, from_states: tuple[str, ...] = ACTIVE_JOB_STATES,
+               store: tuple[str, str, int] | None = None) -> bool:
+    """-> done with its result, only from ``from_states``. ``store``: the (path, sha256, size)
+    of the store the job's merge wrote, counted in merge_count. False when the job was not in
+    one of those states (cancelled meanwhile, or finished by another delivery)."""
+    values = {"status": DONE, "finished_at": utcnow(), "result": result, "error": None}
+    if store is not None:
+        path, sha256, size = store
+        values.update(store_path=path, store_sha256=sha256, store_size=size, merge_count=JobRow.merge_count + 1)
+    with db.session() as s:
+        return s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status.in_(from_states))
+                         .values(**values)).rowcount == 1
+
+
+def fail_job(db: Database, job_id: int, error: str) -> bool:
+    with db.session() as s:
+        return s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status.in_(ACTIVE_JOB_STATES))
+                         .values(status=FAILED, finished_at=utcnow(), error=error[:_ERROR_CHARS])).rowcount == 1
+
+
+def cancel_job(db: Database, job_id: int) -> int:
+    """Cancel a job, its unfinished shards and its unfinished child jobs; returns rows changed."""
+    changed = 0
+    with db.session() as s:
+        ids = [job_id]
+        while ids:  # walk the pipeline tree
+            current = ids.pop()
+            changed += s.execute(update(JobRow).where(JobRow.id == current, JobRow.status.in_(ACTIVE_JOB_STATES))
+                                 .values(status=CANCELLED, finished_at=utcnow())).rowcount
+            changed += s.execute(update(ShardRow).where(ShardRow.job_id == current,
+                                                        ShardRow.status.in_((PENDING, RUNNING, FAILED)))
+                                 .values(status=CANCELLED)).rowcount
+            ids.extend(s.scalars(select(JobRow.id).where(JobRow.parent_id == current)))
+    return changed
+
+
+def reopen_job(db: Database, job_id: int) -> None:
+    """failed/cancelled -> pending, with unfinished shards back to pending (for resume)."""
+    with db.session() as s:
+        s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status.in_(REOPENABLE_JOB_STATES))
+                  .values(status=PENDING, error=None, finished_at=None))
+        s.execute(update(ShardRow).where(ShardRow.job_id == job_id, ShardRow.status != DONE)
+                  .values(status=PENDING, error=None))
+
+
+def reopen_tree(db: Database, job_id: int) -> list[int]:
+    """Reopen a failed or cancelled job and every failed or cancelled job below it, children
+    first (a pipeline with a failed child would fail again at once). Shards of a job that is
+    still active are left alone: a running shard may be running. Returns the reopened ids."""
+    order, stack = [], [job_id]
+    while stack:  # walk the pipeline tree
+        current = stack.pop()
+        order.append(current)
+        stack.extend(child.id for child in children(db, current))
+    reopened = []
+    for current in reversed(order):
+        if job(db, current).status in REOPENABLE_JOB_STATES:
+            reopen_job(db, current)
+            reopened.append(current)
+    return reopened
+
+
+# ---- shards --------------------------------------------------------------------------------------
+
+def shards(db: Database, job_id: int) -> list[Shard]:
+    with db.session() as s:
+        return [record(r) for r in s.scalars(select(ShardRow).where(ShardRow.job_id == job_id)
+                                             .order_by(ShardRow.index))]
+
+
+def unfinished_shards(db: Database, job_id: int) -> list[Shard]:
+    with db.session() as s:
+        return [record(r) for r in s.scalars(select(ShardRow).where(ShardRow.job_id == job_id, ShardRow.status != DONE)
+                                             .order_by(ShardRow.index))]
+
+
+def begin_shard(db: Database, shard_id: int, worker: str) -> Shard | None:
+    """Mark a shard running and count the attempt. None when it is already done or cancelled
+    (a redelivered task), so the caller does nothing."""
+    with db.session() as s:
+        claimed = s.execute(
+            update(ShardRow).where(ShardRow.id == shard_id, ShardRow.status.in_(STARTABLE_SHARD_STATES))
+            .values(status=RUNNING, attempts=ShardRow.attempts + 1, worker=worker, started_at=utcnow(), error=None)
+        ).rowcount
+        if not claimed:
+            return None
+        s.execute(update(JobRow).where(JobRow.id == select(ShardRow.job_id).where(ShardRow.id == shard_id)
+                                       .scalar_subquery(), JobRow.status == PENDING)
+                  .values(status=RUNNING, started_at=utcnow()))
+        return record(s.get(ShardRow, shard_id))
+
+
+def complete_shard(db: Database, shard_id: int, *, path: str, sha256: str, size_bytes: int, n_examples: int,
+                   n_success: int, queries: int, seconds: float) -> bool:
+    """Record a written shard file. False when another attempt recorded the shard first."""
+    with db.session() as s:
+        won = s.execute(
+            update(ShardRow).where(ShardRow.id == shard_id, ShardRow.status.in_(STARTABLE_SHARD_STATES))
+            .values(status=DONE, path=path, sha256=sha256, size_bytes=size_bytes, n_examples=n_examples,
+                    n_success=n_success, queries=queries, seconds=seconds, finished_at=utcnow(), error=None)
+        ).rowcount
+        return won == 1
+
+
+def fail_shard(db: Database, shard_id: int, error: str) -> None:
+    with db.session() as s:
+        s.execute(update(ShardRow).where(ShardRow.id == shard_id, ShardRow.status == RUNNING)
+                  .values(status=FAILED, error=error[:_ERROR_CHARS], finished_at=utcnow()))
+
+
+def claim_finish(db: Database, job_id: int) -> bool:
+    """running -> merging, only when every shard is done: the right to run the job's finishing
+    step (a generation job's merge). Exactly one caller wins.
+
+    Each shard's completion commits before its claim runs, so the last shard to finish
+    always sees every other shard done; the row lock on the job decides between racers.
+    """
+    with db.session() as s:
+        not_done = select(func.count(ShardRow.id)).where(ShardRow.job_id == job_id, ShardRow.status != DONE)
+        won = s.execute(
+            update(JobRow).where(JobRow.id == job_id, JobRow.status.in_((RUNNING, PENDING)),
+                                 not_done.scalar_subquery() == 0)
+            .values(status=MERGING)
+        ).rowcount
+        return won == 1
+
+
+# ---- training runs and evaluations ---------------------------------------------------------------
+
+def run_for_job(db: Database, job_id: int, **values) -> TrainingRun:
+    """The training run of a train job, created on first use and reused by a retry."""
+    with db.session() as s:
+        row = s.scalar(select(RunRow).where(RunRow.job_id == job_id))
+        if row is None:
+            row = RunRow(job_id=job_id, **values)
+            s.add(row)
+        else:
+            for key, value in values.items():
+                setattr(row, key, value)
+        row.status = RUNNING
+        row.started_at = utcnow()
+        row.error = None
+        s.flush()
+        return record(row)
+
+
+def update_run(db: Database, run_id: int, **values) -> None:
+    with db.session() as s:
+        s.execute(update(RunRow).where(RunRow.id == run_id).values(**values))
+
+
+def replace_evaluations(db: Database, job_id: int, rows: list[dict]) -> list[int]:
+    """Write a job's evaluations; a retried job replaces what an earlier attempt wrote."""
+    with db.session() as s:
+        for old in s.scalars(select(EvaluationRow).where(EvaluationRow.job_id == job_id)):
+            s.delete(old)
+        s.flush()
+        made = [EvaluationRow(job_id=job_id, **row) for row in rows]
+        s.add_all(made)
+        s.flush()
+        return [row.id for row in made]

@@ -1,0 +1,113 @@
+"""Training jobs: one model, one mode (standard, offline adversarial on a stored generation job,
+online adversarial), one training run with its costs, one new artifact."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ferqueue.db import ledger
+from ferqueue.errors import ConfigError, StoreError, describe
+from ferqueue.jobs.checks import required
+from ferqueue.jobs.registry import Finished, JobKind, Spec, register
+from ferqueue.vocabulary import DONE, FAILED, OFFLINE_ADV, STANDARD
+
+
+@dataclass(frozen=True)
+class TrainSpec(Spec):
+    dataset_id: int
+    split_id: int
+    architecture: str
+    mode: str = STANDARD
+    train: dict = field(default_factory=dict)  # TrainConfig fields
+    weights: str = "auto"
+    store_job_id: int | None = None  # offline_adv: the generation job whose store it trains on
+
+    def __post_init__(self):
+        from ferqueue.models import MODEL_NAMES
+
+        if self.architecture not in MODEL_NAMES:
+            raise ConfigError(f"unknown model {self.architecture!r}; choose one of {', '.join(MODEL_NAMES)}")
+        object.__setattr__(self, "train", self.config().to_dict())  # validated, defaults filled in
+
+    def config(self):
+        from ferqueue.train import TrainConfig
+
+        return TrainConfig(**{**self.train, "mode": self.mode})
+
+
+@register
+class Train(JobKind):
+    name = "train"
+    spec_type = TrainSpec
+    queue = "train"
+    finish_task = "ferqueue.train"
+
+    def check(self, rt, spec: TrainSpec, partial: bool = False) -> None:
+        rt.records(spec.dataset_id, spec.split_id)
+        if spec.mode == OFFLINE_ADV:
+            required(spec.store_job_id, "offline adversarial training's store (a finished generation job)", partial)
+
+    def finish(self, rt, job, progress) -> Finished:
+        spec = self.spec(job.spec)
+        ds_row, dataset, split = rt.data(spec.dataset_id, spec.split_id)
+        run = ledger.run_for_job(
+            rt.db, job.id, experiment_id=job.experiment_id, dataset_id=ds_row.id, split_id=spec.split_id,
+            architecture=spec.architecture, mode=spec.mode, store_job_id=spec.store_job_id,
+            params={"train": spec.train, "weights": spec.weights},
+        )
+        try:
+            return Finished(self._train(rt, spec, run, ds_row, dataset, split, progress))
+        except BaseException as exc:
+            ledger.update_run(rt.db, run.id, status=FAILED, error=describe(exc), finished_at=ledger.now())
+            raise
+
+    def _train(self, rt, spec: TrainSpec, run, ds_row, dataset, split, progress) -> dict:
+        from ferqueue.models import build_model, save_model
+        from ferqueue.train import train_model
+
+        rt.tensorflow()
+        x_train, y_train = dataset.take(split.train)
+        x_test, y_test = dataset.take(split.test)
+        generation = {}
+        if spec.mode == OFFLINE_ADV:
+            x_adv, y_adv, generation = _stored_examples(rt, spec.store_job_id, ds_row, split)
+            x_train = np.concatenate([x_train, x_adv])
+            y_train = np.concatenate([y_train, y_adv])
+        config = spec.config()
+        built = build_model(spec.architecture, len(ds_row.class_names), ds_row.image_size,
+                            weights=spec.weights, seed=config.seed)
+        result = train_model(
+            built.model, x_train, y_train, config, x_test, y_test,
+            progress=lambda epoch, epochs, _logs: progress(f"train {spec.architecture} {spec.mode}", epoch, epochs),
+        )
+        path, sha = save_model(built.model, rt.settings.artifact_root, f"{spec.architecture}-{spec.mode}-run{run.id}")
+        artifact = ledger.register_artifact(
+            rt.db, architecture=spec.architecture, path=str(path), sha256=sha, num_params=built.num_params,
+            image_size=ds_row.image_size, class_names=list(ds_row.class_names), weights=built.weights,
+            size_bytes=path.stat().st_size,
+        )
+        ledger.update_run(
+            rt.db, run.id, status=DONE, artifact_id=artifact.id, epochs_run=result.epochs_run,
+            wall_seconds=result.wall_seconds, gradient_evals=result.gradient_evals,
+            examples_seen=result.examples_seen, history=result.history, finished_at=ledger.now(),
+            generation_seconds=(generation.get("shard_seconds", 0.0) + generation.get("merge_seconds", 0.0))
+            if generation else None,
+            generation_gradient_evals=generation.get("queries") if generation else None,
+        )
+        return {"run_id": run.id, "artifact_id": artifact.id, "sha256": sha,
+                "val_accuracy": result.history["val_accuracy"][-1], "wall_seconds": result.wall_seconds}
+
+
+def _stored_examples(rt, store_job_id: int, ds_row, split) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Every stored example of a finished generation job of this split's training images,
+    and the job's cost (charged to the run that trains on it)."""
+    store_job, store = rt.finished_store(store_job_id)
+    store.check_provenance(dataset_fingerprint=ds_row.fingerprint, split_fingerprint=split.fingerprint)
+    if store.attrs.get("subset") != "train":
+        raise StoreError(f"store {store.path} was made from the {store.attrs.get('subset')} subset; "
+                         "training on it would leak test images")
+    parts = [store.read(key, ("images", "labels")) for key in store.attacks]
+    return (np.concatenate([p["images"] for p in parts]), np.concatenate([p["labels"] for p in parts]),
+            store_job.result or {})

@@ -1,0 +1,152 @@
+"""Celery, from the library's side: the configuration, the queues and task names (read from the
+job registry), and the executor that sends units to the workers.
+
+The deployment (``workers/``) builds its app with ``make_app`` and registers one thin task
+per name in ``task_names()``; nothing here imports it. Task names are the wire contract
+between the two: ``ferqueue.generate_shard`` with (job id, shard id), ``ferqueue.merge_store``,
+``ferqueue.train`` and ``ferqueue.evaluate`` with (job id).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from ferqueue.config import Settings
+from ferqueue.db import ledger
+from ferqueue.errors import ConfigError
+from ferqueue.jobs import Executor, InFlight, Unit, registered, run_unit
+
+# the module `celery -A` loads in a worker: it makes the app and registers the tasks
+WORKER_APP = "workers.celery_app"
+# a child is replaced after this many tasks, handing back TensorFlow's memory
+MAX_TASKS_PER_CHILD = 200
+# the hard time limit stays this far below the visibility timeout, so Redis never redelivers
+# a task that is still running
+TIME_LIMIT_MARGIN = 60
+MIN_VISIBILITY_TIMEOUT = 2 * TIME_LIMIT_MARGIN
+
+
+def queues() -> tuple[str, ...]:
+    """The queues the job kinds' units run on, each once."""
+    return tuple(dict.fromkeys(k.queue for k in registered().values() if k.queue))
+
+
+def routes() -> dict[str, str]:
+    """Task name -> queue, for every unit of every kind."""
+    out = {}
+    for k in registered().values():
+        for task in (k.shard_task, k.finish_task):
+            if task:
+                out[task] = k.queue
+    return out
+
+
+def task_names() -> dict[str, bool]:
+    """Every task name, mapped to whether its unit is a shard (takes job id and shard id)."""
+    out = {}
+    for k in registered().values():
+        if k.shard_task:
+            out[k.shard_task] = True
+        if k.finish_task:
+            out[k.finish_task] = False
+    return out
+
+
+def celery_config(settings: Settings) -> dict:
+    """The Celery settings derived from ferqueue's; see docs/distributed.md."""
+    if settings.visibility_timeout < MIN_VISIBILITY_TIMEOUT:
+        raise ConfigError(f"FERQUEUE_VISIBILITY_TIMEOUT={settings.visibility_timeout} is too short: it must "
+                          f"exceed the longest task, at least {MIN_VISIBILITY_TIMEOUT} s")
+    transport = {"visibility_timeout": settings.visibility_timeout}
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_backend,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        # JSON only: a pickle payload from the broker could run code in the worker
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # ack after the task, requeue when its process dies: a lost shard is redone, never dropped
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": settings.visibility_timeout - TIME_LIMIT_MARGIN,
+        "task_soft_time_limit": settings.visibility_timeout - 2 * TIME_LIMIT_MARGIN,
+        "task_queues": [Queue(name, routing_key=name) for name in queues()],
+        "task_routes": {name: {"queue": queue, "routing_key": queue} for name, queue in routes().items()},
+        "task_default_queue": queues()[0],
+        "task_create_missing_queues": False,
+        "worker_max_tasks_per_child": MAX_TASKS_PER_CHILD,
+        # events for Flower (workers also start with -E)
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_track_started": True,
+        "result_expires": 7 * 24 * 3600,
+        "result_extended": True,
+    }
+
+
+def make_app(settings: Settings) -> Celery:
+    """A Celery app talking to ``settings``' broker. It knows no tasks: it sends them by name.
+    (A worker's app is made before its settings are checked: see workers/celery_app.py.)"""
+    app = Celery("ferqueue")
+    app.conf.update(celery_config(settings))
+    return app
+
+
+_apps: dict[tuple[str | None, str | None, int], Celery] = {}
+
+
+def app_for(settings: Settings) -> Celery:
+    """The app for ``settings``' broker, made once per process."""
+    settings.require_broker()
+    key = (settings.broker_url, settings.result_backend, settings.visibility_timeout)
+    if key not in _apps:
+        _apps[key] = make_app(settings)
+    return _apps[key]
+
+
+class CeleryExecutor(Executor):
+    """Sends each unit as a task to its kind's queue; the workers run it with ``run_task``."""
+
+    name = "celery"
+
+    def __init__(self, rt, app: Celery | None = None):
+        super().__init__(rt)
+        self.app = app or app_for(rt.settings)
+
+    def check_connection(self) -> None:
+        """Fail fast, before a job is planned, when the broker or the result backend is down."""
+        with self.app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1)
+        client = getattr(self.app.backend, "client", None)  # the Redis result backend
+        if client is not None:
+            client.ping()
+
+    def dispatch(self, unit: Unit, in_flight: InFlight = frozenset()) -> list[str]:
+        if (unit.task, unit.key) in in_flight:
+            return []
+        result = self.app.send_task(unit.task, args=unit.args, queue=unit.queue, routing_key=unit.queue)
+        return [result.id]
+
+    def in_flight(self, timeout: float = 1.0) -> InFlight:
+        """Work that live workers are running or hold reserved, asked over the broker."""
+        inspect = self.app.control.inspect(timeout=timeout)
+        held: set[tuple[str, int]] = set()
+        for reply in (inspect.active() or {}, inspect.reserved() or {}):
+            for tasks in reply.values():
+                for task in tasks:
+                    args = task.get("args") or []
+                    if args:  # a shard task's key is its shard id, the others' their job id
+                        held.add((task["name"], int(args[-1])))
+        return frozenset(held)
+
+
+def run_task(rt, app: Celery, job_id: int, shard_id: int | None = None) -> dict:
+    """What every Celery task does: run its unit; what follows is sent to the queues."""
+    job = ledger.job(rt.db, job_id)
+    return run_unit(CeleryExecutor(rt, app), Unit(job.kind, job_id, shard_id))

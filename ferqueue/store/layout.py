@@ -1,0 +1,68 @@
+"""Where a job's store lives under the store root, what clean-up may delete there, and the lock
+that lets one process at a time merge it.
+
+    <store root>/job-000042/shard-00003-<sha12>.h5    one shard, content-addressed
+                           /store.h5                   the merged store
+                           /.merge.lock                held while a merge runs
+"""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ferqueue.errors import StoreError
+
+STORE_FILE = "store.h5"
+LOCK_FILE = ".merge.lock"
+# what a writer leaves while it works (temporary names) and what it leaves when done
+_LEFTOVERS = (".shard-*.h5.tmp", ".store-*.h5.tmp", "shard-*.h5")
+
+
+def job_dir(store_root: Path, job_id: int) -> Path:
+    """A job's folder, always under the store root."""
+    root = Path(store_root).resolve()
+    path = (root / f"job-{int(job_id):06d}").resolve()
+    if root not in path.parents:
+        raise StoreError(f"store path {path} escapes the store root {root}")
+    return path
+
+
+def shard_name(index: int, sha256: str) -> str:
+    return f"shard-{index:05d}-{sha256[:12]}.h5"
+
+
+def discard_unrecorded_files(directory: Path, keep: set[Path]) -> list[Path]:
+    """Delete what killed or losing attempts left in a store folder: half-written temporary
+    files and shard files the ledger does not point at. Returns what was deleted."""
+    kept = {Path(p).resolve() for p in keep}
+    gone = []
+    for pattern in _LEFTOVERS:
+        for path in Path(directory).glob(pattern):
+            if path.resolve() not in kept:
+                path.unlink(missing_ok=True)
+                gone.append(path)
+    return gone
+
+
+@contextmanager
+def merge_lock(directory: Path) -> Iterator[bool]:
+    """Hold the folder's merge lock if no other process does: yields True when held.
+
+    The lock dies with its holder, so after a worker is killed mid-merge the redelivered
+    merge can take over; a duplicate delivery while the merge runs gets False.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / LOCK_FILE, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

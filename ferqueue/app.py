@@ -416,12 +416,14 @@ def open_store(rt: Runtime, target: str):
     """(generation job or None, its store) for a job id or a store file path."""
     from ferqueue.store import AdversarialStore
 
+    from ferqueue.store.layout import under_root
+
     if target.isdigit():
         job = ledger.job(rt.db, int(target))
         if job.kind != "generate" or not job.store_path:
             raise ConfigError(f"job {target} has no merged store (kind {job.kind}, status {job.status})")
-        return job, AdversarialStore(job.store_path)
-    return None, AdversarialStore(target)
+        return job, AdversarialStore(rt.store_file(job.store_path))
+    return None, AdversarialStore(under_root(rt.settings.store_root, target))
 
 
 def verify_store(rt: Runtime, target: str):
@@ -440,7 +442,7 @@ def verify_store(rt: Runtime, target: str):
                             f"{job.store_sha256[:12]}…")
         for shard in ledger.shards(rt.db, job.id):
             try:
-                verify_shard(shard.path, shard.sha256, shard.size_bytes)
+                verify_shard(rt.store_file(shard.path), shard.sha256, shard.size_bytes)
             except FerqueueError as exc:
                 problems.append(str(exc))
     return job, opened, problems + opened.verify()

@@ -123,11 +123,26 @@ class Runtime:
         if artifact.sha256 in self._models:
             self._models.move_to_end(artifact.sha256)
             return self._models[artifact.sha256]
-        model = load_model(artifact.path, artifact.sha256)
+        model = load_model(self.artifact_file(artifact.path), artifact.sha256)
         self._models[artifact.sha256] = model
         while len(self._models) > _MODEL_CACHE_SIZE:
             self._models.popitem(last=False)
         return model
+
+    # The ledger records paths relative to the store and artifact roots, so that a home can be
+    # moved or restored from a backup; an absolute path (as older ledgers hold) stays as it is.
+
+    def store_file(self, path: str) -> Path:
+        return self.settings.store_root / path
+
+    def artifact_file(self, path: str) -> Path:
+        return self.settings.artifact_root / path
+
+    def relative_to_store(self, path: Path) -> str:
+        return str(Path(path).relative_to(self.settings.store_root))
+
+    def relative_to_artifacts(self, path: Path) -> str:
+        return str(Path(path).relative_to(self.settings.artifact_root))
 
     def store_dir(self, job_id: int) -> Path:
         """Where a job's shards and merged store live, under the store root."""
@@ -143,4 +158,4 @@ class Runtime:
         job = ledger.job(self.db, job_id)
         if job.kind != "generate" or job.status != DONE:
             raise StoreError(f"job {job_id} is not a finished generation job ({job.kind}, {job.status})")
-        return job, AdversarialStore(job.store_path, job.store_sha256)
+        return job, AdversarialStore(self.store_file(job.store_path), job.store_sha256)

@@ -10,7 +10,6 @@ from ferqueue.db import ledger
 from ferqueue.db.tables import JobRow
 from ferqueue.errors import ConfigError, StoreError
 from ferqueue.jobs import EvaluateSpec, GenerateSpec, LocalExecutor, PipelineSpec, TrainSpec, Unit, run_unit
-from ferqueue.store import AdversarialStore
 
 
 @pytest.fixture
@@ -22,12 +21,12 @@ def generated(rt, synthetic_small, tiny_model_file):
     return ledger.job(rt.db, job.id), split, ds_row, split_row, artifact
 
 
-def test_generate_job_stores_every_training_example_once_in_order(generated, synthetic_small):
+def test_generate_job_stores_every_training_example_once_in_order(rt, generated, synthetic_small):
     job, split, _ds, _sr, _art = generated
     n = len(split.train)
     assert job.status == "done" and job.merge_count == 1
     assert job.n_shards == 2 * int(np.ceil(n / 64))
-    store = AdversarialStore(job.store_path, job.store_sha256)
+    _job, store = rt.finished_store(job.id)
     assert sorted(store.attacks) == ["fgsm-eps0.02", "pixel-random-k1-q20"]
     for key in store.attacks:
         part = store.read(key, ("images", "labels", "source_index", "l0", "linf"))
@@ -60,7 +59,7 @@ def test_merge_refuses_an_altered_shard_and_keeps_the_files(rt, synthetic_small,
     deferred = run_shards(rt, job.id)
     assert deferred.units == [Unit("generate", job.id)], "the last shard claimed the merge, exactly once"
     victim = ledger.shard(rt.db, shards[0].id)
-    with h5py.File(victim.path, "r+") as handle:
+    with h5py.File(rt.store_file(victim.path), "r+") as handle:
         handle["images"][0, 0, 0, 0] = 0.5
     with pytest.raises(StoreError, match="altered|bytes"):
         run_unit(LocalExecutor(rt), deferred.units[0])
@@ -162,8 +161,11 @@ def test_pipeline_runs_each_step_once_and_records_failure(rt, synthetic_small):
     assert "not a finished generation job" in ledger.job(rt.db, bad.id).error
 
 
-def test_store_paths_stay_under_the_store_root(rt):
-    assert rt.settings.store_root in rt.store_dir(7).parents
+def test_the_ledger_records_store_and_artifact_paths_relative_to_their_roots(rt, generated):
+    job, *_ = generated
+    assert job.store_path == "job-000001/store.h5" and rt.store_file(job.store_path).is_file()
+    for shard in ledger.shards(rt.db, job.id):
+        assert shard.path.startswith("job-000001/shard-") and rt.store_file(shard.path).is_file()
 
 
 def test_a_dataset_and_split_registered_here_are_not_loaded_again(rt, synthetic_small):

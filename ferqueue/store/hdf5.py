@@ -209,16 +209,22 @@ class AdversarialStore:
 
     def __init__(self, path: str | Path, sha256: str | None = None):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a folder, not a store file (a store is job-NNNNNN/store.h5)")
         if not self.path.is_file():
             raise StoreError(f"store file {self.path} does not exist")
         if sha256 is not None:
             actual = fingerprint_file(self.path)
             if actual != sha256:
                 raise StoreError(f"store file {self.path} was altered: sha256 {actual[:12]}…, ledger {sha256[:12]}…")
-        with h5py.File(self.path, "r") as handle:
-            if handle.attrs.get("kind") != "store":
-                raise StoreError(f"{self.path} is not a merged ferqueue store")
-            self.attrs = {k: _attr(v) for k, v in handle.attrs.items()}
+        try:
+            with h5py.File(self.path, "r") as handle:
+                kind = handle.attrs.get("kind")
+                self.attrs = {k: _attr(v) for k, v in handle.attrs.items()}
+        except OSError as exc:
+            raise StoreError(f"{self.path} is not a ferqueue store: HDF5 cannot read it ({exc})") from None
+        if kind != "store":
+            raise StoreError(f"{self.path} is not a merged ferqueue store")
         self.attacks: list[str] = json.loads(self.attrs["attacks"])
 
     def check_provenance(self, **expected) -> None:

@@ -22,12 +22,19 @@ _LEFTOVERS = (".shard-*.h5.tmp", ".store-*.h5.tmp", "shard-*.h5")
 
 
 def job_dir(store_root: Path, job_id: int) -> Path:
-    """A job's folder, always under the store root."""
+    """A job's folder under the store root."""
+    return Path(store_root).resolve() / f"job-{int(job_id):06d}"
+
+
+def under_root(store_root: Path, path: str | Path) -> Path:
+    """A user-given store path, refused unless it lies under the store root (relative paths
+    are taken from the current folder, as a shell would)."""
     root = Path(store_root).resolve()
-    path = (root / f"job-{int(job_id):06d}").resolve()
-    if root not in path.parents:
-        raise StoreError(f"store path {path} escapes the store root {root}")
-    return path
+    resolved = Path(path).expanduser().resolve()
+    if resolved != root and root not in resolved.parents:
+        raise StoreError(f"{path} is outside the store root {root}; stores are read only from there "
+                         "(FERQUEUE_STORE_ROOT)")
+    return resolved
 
 
 def shard_name(index: int, sha256: str) -> str:

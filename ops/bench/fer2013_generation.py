@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -66,9 +65,9 @@ def main() -> None:
     args.home.mkdir(parents=True, exist_ok=True)
 
 
+    from ferqueue.cluster import LocalCluster
     from ferqueue.db import ledger
     from ferqueue.runtime import Runtime
-    from workers.celery_app import app_for
 
     rt = Runtime()  # the benchmark's own ledger under --home, migrated here
     artifact = args.artifact
@@ -86,21 +85,13 @@ def main() -> None:
         _log(f"model {artifact}: test accuracy {result['val_accuracy']:.4f}")
 
     art = ledger.artifact(rt.db, artifact)
-    app = app_for(rt.settings)
-    app.control.purge()
-    workers = []
+    cluster = LocalCluster(args.home, {k: v for k, v in env.items() if k.startswith("FERQUEUE_")}, cwd=REPO)
+    cluster.app().control.purge()
     try:
-        for i in range(args.workers):
-            node = f"fer{i}@localhost"
-            log = open(args.home / f"worker{i}.log", "wb")
-            workers.append(subprocess.Popen(
-                [FERQUEUE, "worker", "--queues", "generate", "--concurrency", "1", "--tf-threads",
-                 str(args.tf_threads), "--hostname", node, "--loglevel", "warning"],
-                env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         t0 = time.perf_counter()
-        while len(app.control.ping(timeout=1.0) or []) < args.workers:
-            if time.perf_counter() - t0 > 120:
-                raise SystemExit("workers did not answer a ping within 120 s")
+        for _ in range(args.workers):
+            cluster.start_worker(queues="generate", concurrency=1, tf_threads=args.tf_threads, name="fer",
+                                 timeout=120, loglevel="warning")
         out["worker_start_seconds"] = time.perf_counter() - t0
 
         submit = ["submit", "generate", "-q", "--artifact", str(artifact), "--dataset", args.dataset,
@@ -112,11 +103,7 @@ def main() -> None:
         job_id = int(_ferqueue(env, *submit).strip().splitlines()[-1])
         out["submit_seconds"] = time.perf_counter() - t0
         _log(f"generation job {job_id} submitted in {out['submit_seconds']:.1f} s; waiting")
-        while True:
-            job = ledger.job(rt.db, job_id)
-            if job.status in ("done", "failed", "cancelled"):
-                break
-            time.sleep(2)
+        job = cluster.wait_for_job(rt, job_id, timeout=24 * 3600, interval=2)
         out["job_seconds_submit_to_merged"] = time.perf_counter() - t0
         if job.status != "done":
             raise SystemExit(f"job {job_id} ended {job.status}: {job.error}")
@@ -145,14 +132,7 @@ def main() -> None:
         store = Path(job.store_path)
         out["store_bytes"] = store.stat().st_size
     finally:
-        for proc in workers:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in workers:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        cluster.stop()
     out["total_seconds"] = time.perf_counter() - started
     text = json.dumps(out, indent=2)
     print(text)

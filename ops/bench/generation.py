@@ -23,10 +23,7 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,16 +40,14 @@ class Bench:
         self.args = args
         self.root = Path(tempfile.mkdtemp(prefix="generation-", dir=REPO / "bench-out"))
         # the in-process ways share this process: TensorFlow gets the machine's 2 cores
-        os.environ.update({"FERQUEUE_HOME": str(self.root / "home"), "FERQUEUE_BROKER_URL": args.broker,
-                           "FERQUEUE_RESULT_BACKEND": args.broker, "FERQUEUE_TF_THREADS": "2",
-                           "TF_CPP_MIN_LOG_LEVEL": "3"})
+        self.env = {"FERQUEUE_HOME": str(self.root / "home"), "FERQUEUE_BROKER_URL": args.broker,
+                    "FERQUEUE_RESULT_BACKEND": args.broker, "FERQUEUE_TF_THREADS": "2"}
+        os.environ.update({**self.env, "TF_CPP_MIN_LOG_LEVEL": "3"})
         for key in ("FERQUEUE_DATABASE_URL", "FERQUEUE_STORE_ROOT", "FERQUEUE_ARTIFACT_ROOT"):
             os.environ.pop(key, None)
         from ferqueue.runtime import Runtime
 
         self.rt = Runtime()
-        self.workers: list[subprocess.Popen] = []
-        self.logs: list = []
         self.model = None
 
     # ---- setup ------------------------------------------------------------------------------
@@ -81,9 +76,9 @@ class Bench:
     def plan(self):
         from ferqueue import jobs
 
-        return jobs.plan_generate(self.rt, artifact_id=self.artifact.id, dataset_id=self.ds_row.id,
-                                  split_id=self.split_row.id, attacks=[f"fgsm:eps={self.args.eps:g}"],
-                                  shard_size=self.args.shard_size, limit=self.args.images)
+        return jobs.plan(self.rt, jobs.GenerateSpec(
+            artifact_id=self.artifact.id, dataset_id=self.ds_row.id, split_id=self.split_row.id,
+            attacks=[f"fgsm:eps={self.args.eps:g}"], shard_size=self.args.shard_size, limit=self.args.images))
 
     def _measure(self, run) -> dict:
         """Time ``run``; a run that returns a job id also reports where its time went."""
@@ -141,56 +136,30 @@ class Bench:
         return self._runs(run)
 
     def celery(self, workers: int, tf_threads: int) -> dict:
+        from ferqueue.cluster import LocalCluster
         from ferqueue.queue import CeleryExecutor
 
+        cluster = LocalCluster(self.root / f"workers-{workers}x{tf_threads}", dict(self.env), cwd=REPO)
         started = time.perf_counter()
-        nodes = [self._start_worker(i, tf_threads) for i in range(workers)]
-        executor = CeleryExecutor(self.rt)
-        app = executor.app
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not all(app.control.ping(destination=[n], timeout=0.5) for n in nodes):
-            time.sleep(0.2)
-        start_seconds = time.perf_counter() - started
         try:
+            for _ in range(workers):
+                cluster.start_worker(queues="generate", concurrency=1, tf_threads=tf_threads, name="bench",
+                                     timeout=120, loglevel="warning")
+            start_seconds = time.perf_counter() - started
+            executor = CeleryExecutor(self.rt)
             return {"workers": workers, "pool_children_per_worker": 1, "tf_threads_per_child": tf_threads,
-                    "worker_start_seconds": round(start_seconds, 2), **self._runs(lambda: self._run_job(executor))}
+                    "worker_start_seconds": round(start_seconds, 2),
+                    **self._runs(lambda: self._run_job(executor, cluster))}
         finally:
-            self._stop_workers()
+            cluster.stop()
 
-    def _run_job(self, executor) -> int:
-
-        from ferqueue.db import ledger
-
+    def _run_job(self, executor, cluster) -> int:
         job = self.plan()
         executor.submit(job.id)
-        while (status := ledger.job(self.rt.db, job.id).status) not in ("done", "failed", "cancelled"):
-            time.sleep(0.05)
-        if status != "done":
-            raise SystemExit(f"benchmark job {job.id} ended {status}: {ledger.job(self.rt.db, job.id).error}")
+        finished = cluster.wait_for_job(self.rt, job.id, timeout=3600, interval=0.05)
+        if finished.status != "done":
+            raise SystemExit(f"benchmark job {job.id} ended {finished.status}: {finished.error}")
         return job.id
-
-    def _start_worker(self, index: int, tf_threads: int) -> str:
-        node = f"bench{index}-{os.getpid()}@localhost"
-        env = {**os.environ, "FERQUEUE_TF_THREADS": str(tf_threads)}
-        log = open(self.root / f"{node.split('@')[0]}-{len(self.logs)}.log", "wb")
-        self.logs.append(log)
-        self.workers.append(subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", "generate", "-c", "1",
-             "-n", node, "-l", "warning"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True))
-        return node
-
-    def _stop_workers(self) -> None:
-        for proc in self.workers:
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.workers:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        self.workers.clear()
-        for log in self.logs:
-            log.close()
 
 
 def _paired_overhead(way: dict) -> float:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from ferqueue.models.engine import compiled
 
 from ferqueue.attacks import FGSM, PGD, AttackResult
 from ferqueue.models import logits_model
+from ferqueue.models.engine import compiled
 
 
 def gradient_sign(model, x: np.ndarray, y: np.ndarray) -> np.ndarray:

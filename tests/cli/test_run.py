@@ -1,6 +1,8 @@
 """`ferqueue run` end to end on real files and SQLite, and its answers to bad input."""
 
 import json
+import os
+import shutil
 
 import h5py
 import numpy as np
@@ -18,10 +20,27 @@ def invoke(*args):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
-@pytest.fixture
-def finished_run(settings):
-    result = invoke("run", "--dataset", "synthetic:140", *FAST)
+@pytest.fixture(scope="module")
+def finished_home(tmp_path_factory):
+    """One finished `ferqueue run`, made once for the module."""
+    from ferqueue.db.session import dispose_engines
+
+    home = tmp_path_factory.mktemp("finished") / "home"
+    with pytest.MonkeyPatch.context() as env:
+        for key in [k for k in os.environ if k.startswith("FERQUEUE_") and not k.startswith("FERQUEUE_TEST")]:
+            env.delenv(key)
+        env.setenv("FERQUEUE_HOME", str(home))
+        result = invoke("run", "--dataset", "synthetic:140", *FAST)
     assert result.exit_code == 0, result.output
+    dispose_engines()
+    return home, result
+
+
+@pytest.fixture
+def finished_run(finished_home, settings):
+    """A copy of that run's home as this test's own (the ledger's paths are relative to it)."""
+    home, result = finished_home
+    shutil.copytree(home, settings.home)
     return result
 
 
@@ -67,10 +86,40 @@ def test_store_verify_passes_then_catches_an_altered_shard(finished_run, setting
     shown = invoke("store", "show", str(gen.id))
     assert "fgsm-eps0.01" in shown.output and "pixel-random-k1-q10" in shown.output and "float32" in shown.output
     shard = ledger.shards(db, gen.id)[0]
-    with h5py.File(shard.path, "r+") as handle:
+    with h5py.File(settings.store_root / shard.path, "r+") as handle:
         handle["images"][0, 0, 0, 0] = np.float32(0.123)
     bad = CliRunner().invoke(main, ["store", "verify", str(gen.id)])
-    assert bad.exit_code != 0 and shard.path in bad.output + str(bad.stderr if bad.stderr_bytes else "")
+    assert bad.exit_code != 0 and shard.path in bad.output
+
+
+def test_a_home_copied_elsewhere_is_checked_there(finished_run, settings, tmp_path, monkeypatch):
+    """The ledger's paths are relative to the store and artifact roots: a copied (or restored)
+    home reads its own files, not the original's."""
+    from ferqueue.db import ledger
+    from ferqueue.db.session import open_database
+
+    copy = tmp_path / "home2"
+    shutil.copytree(settings.home, copy)
+    monkeypatch.setenv("FERQUEUE_HOME", str(copy))
+    gen = next(j for j in ledger.children(open_database(f"sqlite:///{copy / 'ferqueue.db'}"), 1)
+               if j.kind == "generate")
+    assert invoke("store", "verify", str(gen.id)).exit_code == 0
+    shard = ledger.shards(open_database(f"sqlite:///{copy / 'ferqueue.db'}"), gen.id)[0]
+    (copy / "store" / shard.path).write_bytes(b"damaged in the copy only")
+    bad = CliRunner().invoke(main, ["store", "verify", str(gen.id)])
+    assert bad.exit_code == 1 and str(copy / "store" / shard.path) in bad.output, bad.output
+    monkeypatch.setenv("FERQUEUE_HOME", str(settings.home))
+    assert invoke("store", "verify", str(gen.id)).exit_code == 0, "the original home is untouched"
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "outside", "store"])
+def test_store_commands_read_only_store_files_under_the_store_root(finished_run, settings, target, tmp_path):
+    path = {"/etc/passwd": "/etc/passwd", "outside": str(tmp_path), "store": str(settings.store_root)}[target]
+    for command in ("show", "verify"):
+        result = CliRunner().invoke(main, ["store", command, path])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        expect = "is a folder, not a store file" if target == "store" else "outside the store root"
+        assert expect in result.output, result.output
 
 
 def _ck_folder(root, classes=("anger", "happy")):

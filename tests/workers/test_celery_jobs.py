@@ -25,7 +25,6 @@ from ferqueue.db.domain import Job
 from ferqueue.db.tables import JobRow
 from ferqueue.jobs import GenerateSpec, Unit
 from ferqueue.queue import CeleryExecutor
-from ferqueue.store import AdversarialStore
 
 pytestmark = pytest.mark.redis
 
@@ -51,14 +50,14 @@ def assert_store_exact(cluster, rt, job_id: int, limit: int | None = None) -> Jo
     assert job.status == "done", f"job {job_id} is {job.status}: {job.error}\n{cluster.log_tail()}"
     assert job.merge_count == 1
     expected = cluster.split.train[:limit]
-    store = AdversarialStore(job.store_path, job.store_sha256)  # also checks the recorded sha256
+    _job, store = rt.finished_store(job_id)  # also checks the recorded sha256
     for key in store.attacks:
         part = store.read(key, ("source_index", "labels"))
         np.testing.assert_array_equal(part["source_index"], expected)
         np.testing.assert_array_equal(part["labels"], cluster.labels[expected])
     assert job.result["n_examples"] == len(expected) * len(store.attacks)
     recorded = {Path(s.path).name for s in ledger.shards(rt.db, job_id)}
-    left = {p.name for p in Path(job.store_path).parent.iterdir()} - {"store.h5", ".merge.lock"}
+    left = {p.name for p in rt.store_dir(job_id).iterdir()} - {"store.h5", ".merge.lock"}
     assert left == recorded, "only the recorded shard files remain: no half-written or surplus file"
     return job
 

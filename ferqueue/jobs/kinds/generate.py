@@ -98,12 +98,12 @@ class Generate(JobKind):
                    "subset": spec.subset, "job_id": job.id, "start": shard.start, "stop": shard.stop,
                    "attack_key": shard.attack_key, "class_names": list(ds_row.class_names)},
         )
-        return ShardOutput(path=str(info.path), sha256=info.sha256, size_bytes=info.size_bytes,
+        return ShardOutput(path=rt.relative_to_store(info.path), sha256=info.sha256, size_bytes=info.size_bytes,
                            n_examples=info.n_examples, n_success=info.n_success, queries=info.queries,
                            seconds=seconds)
 
     def discard(self, rt, output: ShardOutput) -> None:
-        Path(output.path).unlink(missing_ok=True)
+        rt.store_file(output.path).unlink(missing_ok=True)
 
     def exclusive(self, rt, job_id: int):
         from ferqueue.store.layout import merge_lock
@@ -124,7 +124,8 @@ class Generate(JobKind):
         started = time.perf_counter()
         out = directory / STORE_FILE
         sha, size = merge_shards(
-            [{"index": r.index, "attack_key": r.attack_key, "start": r.start, "stop": r.stop, "path": r.path,
+            [{"index": r.index, "attack_key": r.attack_key, "start": r.start, "stop": r.stop,
+              "path": rt.store_file(r.path),
               "sha256": r.sha256, "size_bytes": r.size_bytes} for r in rows],
             out,
             attrs={"model_sha256": artifact.sha256, "dataset_fingerprint": ds_row.fingerprint,
@@ -140,5 +141,5 @@ class Generate(JobKind):
             "merge_seconds": time.perf_counter() - started,
             "queries": int(sum(r.queries for r in rows)),
         }
-        discard_unrecorded_files(directory, keep={out, *(Path(r.path) for r in rows)})
-        return Finished(result, store=(str(out), sha, size))
+        discard_unrecorded_files(directory, keep={out, *(rt.store_file(r.path) for r in rows)})
+        return Finished(result, store=(rt.relative_to_store(out), sha, size))

@@ -71,10 +71,8 @@ def _fgsm_phase(args, model, x, y) -> dict:
     """FGSM on the same images and epsilon for all. First the raw limit at several batch
     sizes, then rounds of (raw limit at its best batch, ferqueue, ART) in rotating order,
     so that load from other processes falls on all alike; ratios are taken within rounds."""
-    from ferqueue.models.engine import compiled
-
     from ferqueue.attacks import FGSM
-    from ferqueue.models.engine import forward
+    from ferqueue.models.engine import compiled, forward
 
     limit = _Limit(model, x, y)
     art_fgsm = art_side.Fgsm(model, compiled(model).logits, args.eps)
@@ -112,9 +110,8 @@ def _fgsm_phase(args, model, x, y) -> dict:
 def _pixel_phase(args, model, xs, ys, machine: dict) -> dict:
     """One-pixel DE: ART on the first ``art_pixel_n`` images (seconds to minutes each),
     ferqueue on the same ones, then on the rest."""
-    from ferqueue.models.engine import CPU_BATCH_SIZE
-
     from ferqueue.attacks import PixelAttack
+    from ferqueue.models.engine import CPU_BATCH_SIZE
 
     k = args.art_pixel_n
     de = PixelAttack(k=1, method="de", popsize=args.popsize, maxiter=args.max_iter, seed=args.seed)
@@ -274,6 +271,7 @@ def _forward_limit(model, x, batch_size: int) -> dict:
 
 def _fgsm_report(args, y, result, art_adv, art_pred, timing) -> dict:
     import numpy as np
+
     from ferqueue.models.engine import CPU_BATCH_SIZE
 
     rounds = timing["rounds"]

@@ -33,7 +33,7 @@ from ferqueue.jobs import (
 )
 from ferqueue.plans import ComparePlan, PaperPlan, eval_attack_specs, pixel_specs
 from ferqueue.runtime import Runtime
-from ferqueue.vocabulary import DONE, OFFLINE_ADV, ONLINE_MODES
+from ferqueue.vocabulary import DONE, OFFLINE_ADV, ONLINE_FGSM, ONLINE_MODES
 
 # ---- defaults ---------------------------------------------------------------------------------
 
@@ -326,7 +326,7 @@ def plan_paper(rt: Runtime, options: ExperimentOptions, models: str | None = Non
 
 
 def plan_compare(rt: Runtime, options: ExperimentOptions, model: str | None = None, adv_eps: float = 0.01,
-                 online_modes: str = "online_fgsm", folds: int | None = None, transfer: bool = True,
+                 online_modes: str = ONLINE_FGSM, folds: int | None = None, transfer: bool = True,
                  progress=None) -> Planned:
     """Baseline vs offline vs online adversarial training on one split (or every fold of a
     subject-disjoint k-fold split), same epochs and seed: one compare job."""
@@ -415,7 +415,6 @@ def plan_single(rt: Runtime, spec, experiment_name: str | None = None) -> Planne
 def open_store(rt: Runtime, target: str):
     """(generation job or None, its store) for a job id or a store file path."""
     from ferqueue.store import AdversarialStore
-
     from ferqueue.store.layout import under_root
 
     if target.isdigit():

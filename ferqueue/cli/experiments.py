@@ -13,7 +13,7 @@ from ferqueue.cli.options import MODELS_HELP, experiment_options, submit_flags, 
 from ferqueue.cli.status import watch_job
 from ferqueue.db import ledger, queries
 from ferqueue.errors import ConfigError
-from ferqueue.vocabulary import EVAL_SETTINGS
+from ferqueue.vocabulary import DONE, EVAL_SETTINGS, ONLINE_FGSM
 
 # ---- the paper's pipeline: `run` is `submit pipeline --local` ---------------------------------
 
@@ -82,7 +82,7 @@ main.command(name="run", help=RUN_HELP)(pipeline_command("run", local_only=True)
 @click.option("--model", "model_name", help="One of mobilenetv2, edl, tiny_cnn. [synthetic: tiny_cnn; else mobilenetv2]")
 @click.option("--adv-eps", type=float, default=0.01, show_default=True,
               help="FGSM epsilon of both adversarial trainings (stored once vs regenerated every batch).")
-@click.option("--online", "online_modes", default="online_fgsm", show_default=True,
+@click.option("--online", "online_modes", default=ONLINE_FGSM, show_default=True,
               help="Comma list of online modes: online_fgsm, online_fgsm_rs (FGSM with random start).")
 @click.option("--folds", type=int, help="k-fold by subject: run every fold of a subject-disjoint k-fold split.")
 @click.option("--transfer/--no-transfer", default=True, show_default=True,
@@ -116,7 +116,7 @@ def compare(model_name, adv_eps, online_modes, folds, transfer, submit, wait, **
             console.print(f"tables when it is done: `ferqueue results --experiment {planned.experiment.id} --compare`")
             return
         status = watch_job(rt, planned.job.id)
-        if status != "done":
+        if status != DONE:
             raise click.ClickException(f"compare job {planned.job.id} ended {status}; "
                                        f"`ferqueue status {planned.job.id}`")
     else:

@@ -11,6 +11,7 @@ from ferqueue import app
 from ferqueue.cli import render
 from ferqueue.cli.base import console, main
 from ferqueue.db import ledger, queries
+from ferqueue.vocabulary import DONE
 
 
 def watch_job(rt, job_id: int, interval: float = 1.0) -> str:
@@ -35,7 +36,7 @@ def status(job_id, watch, interval):
         console.print(render.status_view(queries.job_view(rt.db, job_id)))
         return
     final = watch_job(rt, job_id, interval)
-    if final != "done":
+    if final != DONE:
         raise click.ClickException(f"job {job_id} ended {final}")
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from ferqueue.vocabulary import EVAL_SETTINGS, JOB_STATES, RUN_STATES, SHARD_STATES, TRAINING_MODES
+from ferqueue.vocabulary import EVAL_SETTINGS, JOB_STATES, PENDING, RUN_STATES, SHARD_STATES, TRAINING_MODES
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -111,7 +111,7 @@ class JobRow(Base):
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), index=True)
     step: Mapped[str | None] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)
     executor: Mapped[str] = mapped_column(String(16), default="local")
     spec: Mapped[dict] = mapped_column(JSON)
     n_shards: Mapped[int] = mapped_column(Integer, default=0)
@@ -139,7 +139,7 @@ class ShardRow(Base):
     attack_spec: Mapped[str] = mapped_column(String(400))
     start: Mapped[int] = mapped_column(Integer)
     stop: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(200))
     path: Mapped[str | None] = mapped_column(Text)
@@ -169,7 +169,7 @@ class RunRow(Base):
     mode: Mapped[str] = mapped_column(String(32))
     store_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
     params: Mapped[dict] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)
     artifact_id: Mapped[int | None] = mapped_column(ForeignKey("model_artifacts.id"))
     epochs_run: Mapped[int | None] = mapped_column(Integer)
     wall_seconds: Mapped[float | None] = mapped_column(Float)

@@ -170,7 +170,7 @@ def _run_shard(rt, job_kind, unit: Unit, progress: Progress) -> dict:
         if ledger.shard(db, shard.id).path != output.path:
             job_kind.discard(rt, output)
         return {"shard_id": shard.id, "status": "lost_race"}
-    return {"shard_id": shard.id, "index": shard.index, "n_shards": job.n_shards, "status": "done",
+    return {"shard_id": shard.id, "index": shard.index, "n_shards": job.n_shards, "status": DONE,
             "n": output.n_examples, "seconds": output.seconds}
 
 

@@ -4,7 +4,7 @@ its folder layout, clean-up and merge lock are in ferqueue.store.layout."""
 from ferqueue.store.hdf5 import (
     FIELDS,
     AdversarialStore,
-    ShardInfo,
+    StoredFile,
     merge_shards,
     read_shard,
     verify_shard,
@@ -14,7 +14,7 @@ from ferqueue.store.hdf5 import (
 __all__ = [
     "FIELDS",
     "AdversarialStore",
-    "ShardInfo",
+    "StoredFile",
     "merge_shards",
     "read_shard",
     "verify_shard",

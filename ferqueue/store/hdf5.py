@@ -41,16 +41,15 @@ _PROVENANCE = ("model_sha256", "dataset_fingerprint", "split_fingerprint", "imag
 
 
 @dataclass(frozen=True)
-class ShardInfo:
+class StoredFile:
+    """A file the store wrote, as the ledger records it."""
+
     path: Path
     sha256: str
     size_bytes: int
-    n_examples: int
-    n_success: int
-    queries: int
 
 
-def write_shard(store_dir: Path, index: int, result, source_index: np.ndarray, attrs: dict) -> ShardInfo:
+def write_shard(store_dir: Path, index: int, result, source_index: np.ndarray, attrs: dict) -> StoredFile:
     """Write an AttackResult as shard ``index`` of ``store_dir``, atomically.
 
     ``attrs`` must carry the provenance (model_sha256, dataset_fingerprint, split_fingerprint,
@@ -97,14 +96,7 @@ def write_shard(store_dir: Path, index: int, result, source_index: np.ndarray, a
 
     final, sha = write_atomically(store_dir, write, lambda digest: shard_name(index, digest),
                                   prefix=f".shard-{index:05d}-", suffix=".h5.tmp")
-    return ShardInfo(
-        path=final,
-        sha256=sha,
-        size_bytes=final.stat().st_size,
-        n_examples=n,
-        n_success=int(np.sum(result.success)),
-        queries=int(np.sum(result.queries)),
-    )
+    return StoredFile(path=final, sha256=sha, size_bytes=final.stat().st_size)
 
 
 def _chunks(shape: tuple[int, ...]) -> tuple[int, ...] | None:

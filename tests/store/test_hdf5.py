@@ -46,7 +46,10 @@ def test_shard_is_float32_exact_and_content_addressed(tmp_path):
     np.testing.assert_array_equal(arrays["source_index"], np.arange(10))
     np.testing.assert_array_equal(arrays["target"], np.full(10, -1))
     assert attrs["model_sha256"] == PROVENANCE["model_sha256"] and attrs["attack"] == "fgsm"
-    assert info.n_examples == 10 and info.n_success == int(result.success.sum())
+    from ferqueue.files import fingerprint_file
+
+    assert info.size_bytes == info.path.stat().st_size and info.sha256 == fingerprint_file(info.path)
+    assert int(attrs["index"]) == 3 and len(arrays["labels"]) == 10
 
 
 def test_rewriting_a_shard_never_overwrites_a_different_file(tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ferqueue.db import ledger
 from ferqueue.errors import ConfigError
@@ -91,16 +90,16 @@ class Generate(JobKind):
         result = parse_attack(shard.attack_spec)(
             model, x, y, progress=lambda done, total: progress(f"job {job.id} current shard", done, total))
         seconds = time.perf_counter() - started
-        info = write_shard(
+        written = write_shard(
             rt.store_dir(job.id), shard.index, result, source_index=indices,
             attrs={"model_sha256": artifact.sha256, "dataset_fingerprint": ds_row.fingerprint,
                    "split_fingerprint": split.fingerprint, "image_size": ds_row.image_size,
                    "subset": spec.subset, "job_id": job.id, "start": shard.start, "stop": shard.stop,
                    "attack_key": shard.attack_key, "class_names": list(ds_row.class_names)},
         )
-        return ShardOutput(path=rt.relative_to_store(info.path), sha256=info.sha256, size_bytes=info.size_bytes,
-                           n_examples=info.n_examples, n_success=info.n_success, queries=info.queries,
-                           seconds=seconds)
+        return ShardOutput(path=rt.relative_to_store(written.path), sha256=written.sha256,
+                           size_bytes=written.size_bytes, n_examples=len(indices), n_success=int(result.success.sum()),
+                           queries=int(result.queries.sum()), seconds=seconds)
 
     def discard(self, rt, output: ShardOutput) -> None:
         rt.store_file(output.path).unlink(missing_ok=True)

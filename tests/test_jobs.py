@@ -176,3 +176,41 @@ def test_a_dataset_and_split_registered_here_are_not_loaded_again(rt, synthetic_
     split_row = rt.register_split(ds_row.id, split)
     assert rt.dataset(ds_row) is synthetic_small
     assert rt.split(synthetic_small, split_row) is split
+
+
+def test_a_new_job_kind_is_one_registration_and_runs_on_the_shared_path(rt, monkeypatch):
+    """A kind with shards and a finishing step, defined here alone: planned, its shards run, the
+    last shard claims the finish exactly once, the result recorded, and Celery routes it."""
+    from dataclasses import dataclass
+
+    from ferqueue.jobs import Finished, JobKind, ShardOutput, Spec, registry
+    from ferqueue.queue import routes, task_names
+
+    monkeypatch.setattr(registry, "_KINDS", dict(registry.registered()))
+    monkeypatch.setattr(registry, "_BY_SPEC", dict(registry._BY_SPEC))
+
+    @dataclass(frozen=True)
+    class CountSpec(Spec):
+        n: int = 3
+
+    @registry.register
+    class Count(JobKind):
+        name, spec_type, queue = "count", CountSpec, "generate"
+        shard_task, finish_task = "ferqueue.count_shard", "ferqueue.count_total"
+        finished = []
+
+        def plan_shards(self, rt, spec):
+            return [{"index": i, "attack_key": "-", "attack_spec": "-", "start": i, "stop": i + 1} for i in range(spec.n)]
+
+        def run_shard(self, rt, job, shard, progress):
+            return ShardOutput(path=f"count-{shard.index}", sha256="0" * 64, size_bytes=0, n_examples=1, n_success=0,
+                               queries=shard.index, seconds=0.0)
+
+        def finish(self, rt, job, progress):
+            Count.finished.append(job.id)
+            return Finished({"total": sum(s.queries for s in ledger.shards(rt.db, job.id))})
+
+    job = jobs.plan(rt, CountSpec(n=4))
+    done = run_job(rt, job.id)
+    assert done.status == "done" and done.result == {"total": 0 + 1 + 2 + 3} and Count.finished == [job.id]
+    assert routes()["ferqueue.count_shard"] == "generate" and task_names()["ferqueue.count_shard"] is True

@@ -22,11 +22,9 @@ from ferqueue.jobs import (
     CompareSpec,
     EvaluateSpec,
     Executor,
-    GenerateSpec,
     LocalExecutor,
     PipelineSpec,
     Progress,
-    TrainSpec,
     check,
     no_progress,
     plan,
@@ -215,17 +213,29 @@ def dispatch(executor: Executor, job_id: int) -> list[str]:
         return executor.submit(job_id)
 
 
-def resume(executor: Executor, job_id: int) -> tuple[list[int], list[str], int]:
-    """Reopen a job's failed and cancelled parts and send again what is unfinished and not held
-    by a live worker: (reopened job ids, task ids sent, tasks still held)."""
-    ledger.job(executor.rt.db, job_id)  # a clear error for an unknown id before anything changes
-    reopened = ledger.reopen_tree(executor.rt.db, job_id)
+def reopen(rt: Runtime, job_id: int) -> tuple[list[int], list[str]]:
+    """Before a resume: reopen a job's failed and cancelled parts and reset what finished but
+    was since lost or damaged (a shard file): (reopened job ids, what was reset, in words)."""
+    from ferqueue.jobs import kind
+
+    ledger.job(rt.db, job_id)  # a clear error for an unknown id before anything changes
+    reopened = ledger.reopen_tree(rt.db, job_id)
+    repaired = []
+    for job in ledger.tree(rt.db, job_id):
+        if job.active:
+            repaired += kind(job.kind).repair(rt, job)
+    return reopened, repaired
+
+
+def resend(executor: Executor, job_id: int) -> tuple[list[str], int]:
+    """Send again what the ledger says is unfinished and no live worker holds: (task ids sent,
+    tasks still held); the local executor runs it to its end here."""
     if isinstance(executor, LocalExecutor):
-        executor.run(job_id)
-        return reopened, [], 0
+        dispatch(executor, job_id)
+        return [], 0
     with reaching_broker(executor.rt.settings, f"job {job_id} could not be resumed"):
         held = executor.in_flight()
-        return reopened, executor.submit(job_id, held), len(held)
+        return executor.submit(job_id, held), len(held)
 
 
 def run_locally(rt: Runtime, job_id: int, progress: Progress = no_progress) -> float:
@@ -461,28 +471,3 @@ def settings_summary(settings: Settings) -> dict[str, str]:
             "broker": maybe_sanitize_url(settings.broker_url) if settings.broker_url else "-",
             "KERAS_HOME": os.environ.get("KERAS_HOME", "~/.keras")}
 
-
-__all__ = [
-    "DEFAULTS",
-    "Defaults",
-    "EvaluateSpec",
-    "ExperimentOptions",
-    "GenerateSpec",
-    "Planned",
-    "Resolved",
-    "TrainSpec",
-    "dataset_and_split",
-    "defaults_for",
-    "dispatch",
-    "executor_for",
-    "experiment",
-    "open_runtime",
-    "parse_epsilons",
-    "plan_compare",
-    "plan_cross_eval",
-    "plan_paper",
-    "plan_single",
-    "resolve",
-    "resume",
-    "run_locally",
-]

@@ -66,8 +66,17 @@ class Settings:
         return self.broker_url
 
     def ensure_dirs(self) -> None:
-        for path in (self.home, self.store_root, self.artifact_root, self.cache_dir):
-            path.mkdir(parents=True, exist_ok=True)
+        """Create the data folders; a ConfigError naming the folder when one cannot be made or written."""
+        for name, path in (("FERQUEUE_HOME", self.home), ("FERQUEUE_STORE_ROOT", self.store_root),
+                           ("FERQUEUE_ARTIFACT_ROOT", self.artifact_root), ("FERQUEUE_CACHE_DIR", self.cache_dir)):
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except FileExistsError:
+                raise ConfigError(f"{name}: {path} exists and is not a folder") from None
+            except OSError as exc:
+                raise ConfigError(f"{name}: cannot create the folder {path} ({exc.strerror})") from None
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise ConfigError(f"{name}: the folder {path} is not writable by this user")
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

@@ -120,23 +120,32 @@ def worker(queues, concurrency, tf_threads, hostname, loglevel, max_tasks_per_ch
 @main.command()
 @click.option("--port", type=int, default=5555, show_default=True)
 @click.option("--address", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: all).")
-@click.option("--no-auth", is_flag=True, help="Serve Flower without a password (only on a trusted machine).")
-@click.option("--dry-run", is_flag=True, help="Print the celery command line instead of running it.")
+@click.option("--no-auth", is_flag=True, help="Serve Flower without a password (only on 127.0.0.1).")
+@click.option("--dry-run", is_flag=True, help="Print the command line instead of running it.")
 def flower(port, address, no_auth, dry_run):
-    """Start Flower with basic auth from FERQUEUE_FLOWER_USER / FERQUEUE_FLOWER_PASSWORD."""
+    """Start Flower with basic auth from FERQUEUE_FLOWER_USER / FERQUEUE_FLOWER_PASSWORD.
+
+    Every page asks for them, /metrics and /healthcheck included. Flower speaks plain HTTP:
+    to serve other machines, put it behind a proxy that terminates TLS (docs/distributed.md).
+    """
     settings = load_settings()
     settings.require_broker()
     os.environ.pop("FLOWER_BASIC_AUTH", None)
-    if not no_auth:
+    if no_auth:
+        if address not in ("127.0.0.1", "localhost", "::1"):
+            raise ConfigError(f"--no-auth with --address {address} would let anyone who reaches this machine see "
+                              "and control the workers: serve on 127.0.0.1, or set FERQUEUE_FLOWER_USER and "
+                              "FERQUEUE_FLOWER_PASSWORD")
+    else:
         user, password = settings.flower_user, settings.flower_password
         if not user or not password:
             raise ConfigError("Flower needs basic auth: set FERQUEUE_FLOWER_USER and FERQUEUE_FLOWER_PASSWORD "
-                              "(or pass --no-auth on a trusted machine)")
+                              "(or pass --no-auth on 127.0.0.1)")
         if ":" in user or "," in user + password:
             raise ConfigError(f"FERQUEUE_FLOWER_USER {user!r} must not contain ':' and neither value may contain ','")
         # through the environment, not argv: a password on the command line shows in `ps`
         os.environ["FLOWER_BASIC_AUTH"] = f"{user}:{password}"
-    argv = _celery_argv("flower", f"--port={port}", f"--address={address}")
+    argv = [sys.executable, "-m", "ferqueue.monitor", f"--port={port}", f"--address={address}"]
     if dry_run:
         click.echo(" ".join(argv) + ("" if no_auth else "  (basic auth from FLOWER_BASIC_AUTH)"))
         return

@@ -28,13 +28,25 @@ err_console = Console(stderr=True, width=_width)
 
 
 class FerqueueGroup(click.Group):
-    """Turns ferqueue's own errors into one clear line and exit status 1."""
+    """Every error reaches the user as one line and exit status 1: ferqueue's own errors (bad
+    input, the environment) as their message, anything else as its type and message with a
+    hint. ``--debug`` lets the traceback through."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
         except FerqueueError as exc:
+            if ctx.meta.get("ferqueue.debug"):
+                raise
             raise click.ClickException(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - the last line of defence of a command line
+            if ctx.meta.get("ferqueue.debug"):
+                raise
+            message = " ".join(str(exc).split()) or "(no message)"
+            raise click.ClickException(f"{type(exc).__name__}: {message} (`ferqueue --debug ...` shows the "
+                                       "traceback)") from None
 
 
 class RichProgress:
@@ -64,5 +76,8 @@ class RichProgress:
 
 @click.group(cls=FerqueueGroup)
 @click.version_option(package_name="ferqueue")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the traceback of an error instead of one line.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
     """ferqueue: measure and harden facial-expression-recognition models against adversarial attacks."""
+    ctx.meta["ferqueue.debug"] = debug

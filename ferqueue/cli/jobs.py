@@ -129,12 +129,15 @@ def resume(job_id, local):
     """
     rt = app.open_runtime(write=False, local=local)
     executor = app.executor_for(rt, local)  # refuses first when there is no broker to resume on
+    reopened, repaired = app.reopen(rt, job_id)
+    for line in repaired:
+        console.print(f"[yellow]reset[/yellow] {line}")
     if local:
         with RichProgress(err_console) as bars:
             executor.progress = bars
-            app.resume(executor, job_id)
+            app.resend(executor, job_id)
         console.print(render.status_view(queries.job_view(rt.db, job_id)))
         return
-    reopened, sent, held = app.resume(executor, job_id)
+    sent, held = app.resend(executor, job_id)
     console.print(f"job {job_id}: reopened {len(reopened)} jobs, re-enqueued {len(sent)} tasks"
                   f" ({held} tasks still held by live workers)")

@@ -38,7 +38,7 @@ from ferqueue.data.synthetic import (
     synthetic_subject,
 )
 from ferqueue.errors import ConfigError, DataError
-from ferqueue.files import write_atomically
+from ferqueue.files import fingerprint_file, write_atomically
 
 Progress = Callable[[int, int], None]
 
@@ -369,13 +369,24 @@ def _images(m: _Manifest, fingerprint: str, image_size: int, cache_dir, progress
     return _write_cache(path, shape, lambda out: _render_into(out, m, image_size, progress))
 
 
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
 def _read_cache(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The cached array, or None when it is missing or unusable (it will be rewritten)."""
+    """The cached array, or None when it is missing or unusable (it will be rewritten). The
+    cache is trusted only when its bytes match the checksum written with it: a replaced or
+    damaged file is rebuilt from the source images, never used."""
     try:
+        expected = _checksum_path(path).read_text().strip()
         images = np.load(path, mmap_mode="r")
     except (OSError, ValueError):
         return None
     if images.shape != shape or images.dtype != np.float32:
+        return None
+    if fingerprint_file(path) != expected:
+        warnings.warn(f"the dataset cache {path} does not match its checksum: rebuilding it from the source",
+                      stacklevel=3)
         return None
     return images
 
@@ -387,7 +398,9 @@ def _write_cache(path: Path, shape, fill: Callable[[np.ndarray], None]) -> np.nd
         out.flush()
         del out
 
-    write_atomically(path.parent, write, lambda _sha: path.name, prefix=f".{path.name}.")
+    _final, sha = write_atomically(path.parent, write, lambda _sha: path.name, prefix=f".{path.name}.")
+    write_atomically(path.parent, lambda tmp: tmp.write_text(sha + "\n"), lambda _sha: _checksum_path(path).name,
+                     prefix=f".{path.name}.sha256.")
     return np.load(path, mmap_mode="r")
 
 

@@ -11,6 +11,8 @@ from ferqueue.errors import ConfigError, DataError
 
 MIN_IMAGE_SIZE = 8
 MAX_IMAGE_SIZE = 512
+# the smallest source image a face could be read from: anything smaller is refused, not blown up
+MIN_SOURCE_SIDE = 16
 
 
 def check_image_size(image_size: int) -> int:
@@ -40,4 +42,7 @@ def decode_image(data: bytes, where: str) -> Image.Image:
         image.load()  # Image.open is lazy: truncated data only fails here
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot decode image {where}: {exc}") from None
+    if min(image.size) < MIN_SOURCE_SIDE:
+        raise DataError(f"image {where} is {image.size[0]}x{image.size[1]} pixels: too small to hold a face "
+                        f"(at least {MIN_SOURCE_SIDE}x{MIN_SOURCE_SIDE})")
     return image

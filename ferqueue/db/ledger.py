@@ -274,20 +274,25 @@ def reopen_job(db: Database, job_id: int) -> None:
                   .values(status=PENDING, error=None))
 
 
+def tree(db: Database, job_id: int) -> list[Job]:
+    """A job and every job below it (a pipeline's steps), parents before their children."""
+    order, stack = [], [job_id]
+    while stack:
+        current = stack.pop()
+        order.append(job(db, current))
+        stack.extend(child.id for child in children(db, current))
+    return order
+
+
 def reopen_tree(db: Database, job_id: int) -> list[int]:
     """Reopen a failed or cancelled job and every failed or cancelled job below it, children
     first (a pipeline with a failed child would fail again at once). Shards of a job that is
     still active are left alone: a running shard may be running. Returns the reopened ids."""
-    order, stack = [], [job_id]
-    while stack:  # walk the pipeline tree
-        current = stack.pop()
-        order.append(current)
-        stack.extend(child.id for child in children(db, current))
     reopened = []
-    for current in reversed(order):
-        if job(db, current).status in REOPENABLE_JOB_STATES:
-            reopen_job(db, current)
-            reopened.append(current)
+    for current in reversed(tree(db, job_id)):
+        if current.status in REOPENABLE_JOB_STATES:
+            reopen_job(db, current.id)
+            reopened.append(current.id)
     return reopened
 
 
@@ -337,6 +342,23 @@ def fail_shard(db: Database, shard_id: int, error: str) -> None:
     with db.session() as s:
         s.execute(update(ShardRow).where(ShardRow.id == shard_id, ShardRow.status == RUNNING)
                   .values(status=FAILED, error=error[:_ERROR_CHARS], finished_at=utcnow()))
+
+
+def reset_shard(db: Database, shard_id: int, reason: str) -> bool:
+    """done -> pending, its file forgotten, so that it is generated again (its file was lost or
+    damaged). False when the shard was not done."""
+    with db.session() as s:
+        return s.execute(update(ShardRow).where(ShardRow.id == shard_id, ShardRow.status == DONE)
+                         .values(status=PENDING, path=None, sha256=None, size_bytes=None, n_examples=None,
+                                 n_success=None, queries=None, seconds=None, finished_at=None,
+                                 error=reason[:_ERROR_CHARS])).rowcount == 1
+
+
+def unclaim_finish(db: Database, job_id: int) -> bool:
+    """merging -> running: the job's shards must run again before it can finish."""
+    with db.session() as s:
+        return s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == MERGING)
+                         .values(status=RUNNING)).rowcount == 1
 
 
 def claim_finish(db: Database, job_id: int) -> bool:

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ferqueue.errors import ConfigError
+from ferqueue.errors import ConfigError, ServiceError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _ADVISORY_KEY = 0x6665_7271  # "ferq": the PostgreSQL advisory lock that serialises upgrades
@@ -51,14 +52,37 @@ def get_engine(url: str) -> Engine:
         engine = _engines.get(url)
         if engine is None:
             path = _sqlite_path(url)
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                engine = create_engine(url, connect_args={"timeout": 30})
-                event.listen(engine, "connect", _sqlite_pragmas)
-            else:
-                engine = create_engine(url, pool_pre_ping=True)
+            try:
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    engine = create_engine(url, connect_args={"timeout": 30})
+                    event.listen(engine, "connect", _sqlite_pragmas)
+                else:
+                    engine = create_engine(url, pool_pre_ping=True)
+            except ArgumentError:
+                raise ConfigError(f"FERQUEUE_DATABASE_URL {safe_url(url)!r} is not a database URL "
+                                  "(e.g. sqlite:////path/ferqueue.db or postgresql+psycopg2://user@host/db)") from None
+            except (NoSuchModuleError, ModuleNotFoundError) as exc:
+                raise ConfigError(f"FERQUEUE_DATABASE_URL {safe_url(url)}: no driver for it is installed ({exc}); "
+                                  "ferqueue supports SQLite and PostgreSQL") from None
+            except OSError as exc:
+                raise ConfigError(f"FERQUEUE_DATABASE_URL {safe_url(url)}: cannot create {path.parent} "
+                                  f"({exc.strerror})") from None
             _engines[url] = engine
         return engine
+
+
+@contextmanager
+def reaching(url: str) -> Iterator[None]:
+    """A database that cannot be reached or read as one ServiceError naming it (password masked)."""
+    try:
+        yield
+    except OperationalError as exc:
+        reason = " ".join(str(exc.orig).split()) if exc.orig is not None else str(exc)
+        raise ServiceError(f"database {safe_url(url)} cannot be reached or opened: {reason}") from None
+    except DatabaseError as exc:
+        reason = " ".join(str(exc.orig).split()) if exc.orig is not None else str(exc)
+        raise ServiceError(f"database {safe_url(url)} is not usable: {reason}") from None
 
 
 def dispose_engines() -> None:
@@ -184,9 +208,12 @@ def run_environment() -> None:
 
 
 def open_database(url: str, migrate: bool = True) -> Database:
+    """The ledger at ``url``, upgraded to the code's schema (``migrate``) or checked to be at it;
+    a database that is unreachable, missing or not a database is one clear error."""
     db = Database(url)
-    if migrate:
-        db.migrate()
-    else:
-        db.check_schema()
+    with reaching(url):
+        if migrate:
+            db.migrate()
+        else:
+            db.check_schema()
     return db

@@ -113,6 +113,11 @@ class JobKind:
         """The finishing unit: the merge of a sharded job, or the whole work of an unsharded one."""
         raise NotImplementedError
 
+    def repair(self, rt, job) -> list[str]:
+        """Before a resume: put back to pending whatever finished work was since lost or
+        damaged, so that it is done again; what was reset, in words."""
+        return []
+
     def advance(self, rt, job) -> list[int]:
         """Composite kinds: create the children whose dependencies are done; their ids."""
         raise NotImplementedError

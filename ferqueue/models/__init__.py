@@ -15,6 +15,7 @@ warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't mat
 from ferqueue.models.artifacts import load_model, save_model  # noqa: E402
 from ferqueue.models.zoo import (  # noqa: E402
     MODEL_NAMES,
+    WITH_BACKBONE,
     BuiltModel,
     build_model,
     logits_model,
@@ -23,6 +24,7 @@ from ferqueue.models.zoo import (  # noqa: E402
 
 __all__ = [
     "MODEL_NAMES",
+    "WITH_BACKBONE",
     "BuiltModel",
     "build_model",
     "load_model",

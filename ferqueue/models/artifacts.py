@@ -31,4 +31,9 @@ def load_model(path: str | Path, expected_sha256: str | None = None):
 
     import ferqueue.models.layers  # noqa: F401  registers custom layers for safe mode
 
-    return keras.models.load_model(path, safe_mode=True, compile=False)
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except (ValueError, TypeError, OSError, KeyError) as exc:
+        # Keras refuses a lambda or an unknown class in safe mode, and a file that is not a model
+        reason = " ".join(str(exc).split())[:300]
+        raise StoreError(f"model file {path} cannot be loaded in Keras safe mode: {reason}") from None

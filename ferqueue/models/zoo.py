@@ -10,6 +10,8 @@ from pathlib import Path
 from ferqueue.errors import ConfigError
 
 MODEL_NAMES = ("mobilenetv2", "edl", "tiny_cnn")
+# models whose backbone comes pretrained (ImageNet): a head-only probe trains them
+WITH_BACKBONE = ("mobilenetv2", "edl")
 BACKBONE_PREFIX = "backbone_"  # layers whose weights come from ImageNet
 
 

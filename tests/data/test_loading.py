@@ -237,7 +237,8 @@ def test_cache_hit_returns_memmap_without_decoding(ck_folder, tmp_path, monkeypa
     first = load_dataset(str(ck_folder), 20, cache_dir=cache)
     assert len(calls) == 9
     entry = cache / f"ckmini-{first.fingerprint[:16]}-20.npy"
-    assert sorted(p.name for p in cache.iterdir()) == [entry.name]  # no temporary files left
+    # the array and its checksum, no temporary files left
+    assert sorted(p.name for p in cache.iterdir()) == [entry.name, entry.name + ".sha256"]
 
     calls.clear()
     second = load_dataset(str(ck_folder), 20, cache_dir=cache)
@@ -257,6 +258,23 @@ def test_cache_entry_per_image_size_and_per_content(ck_folder, tmp_path):
     assert len(list(cache.glob("ckmini-*.npy"))) == 3
     with Image.open(ck_folder / "anger" / "S005_001_00000010.png") as im:
         np.testing.assert_allclose(changed.images[0], preprocess_image(im, 20))
+
+
+def test_a_replaced_cache_is_not_trusted_but_rebuilt_from_the_source(ck_folder, tmp_path, monkeypatch):
+    """Any float32 array of the right shape in [0, 1] put in place of the cache is caught by the
+    cache's checksum: the images come from the source files again."""
+    cache = tmp_path / "cache"
+    genuine = load_dataset(str(ck_folder), 20, cache_dir=cache)
+    entry = cache / f"ckmini-{genuine.fingerprint[:16]}-20.npy"
+    expected = np.array(genuine.images)  # a copy: the memmap would see the forged bytes
+    forged = np.random.default_rng(0).random(expected.shape, dtype=np.float32)
+    np.save(entry, forged)
+    calls = _counting_decoder(monkeypatch)
+    with pytest.warns(UserWarning, match="does not match its checksum"):
+        again = load_dataset(str(ck_folder), 20, cache_dir=cache)
+    assert len(calls) == 9, "decoded from the source files"
+    np.testing.assert_array_equal(again.images, expected)
+    assert not np.array_equal(np.load(entry), forged), "the forged cache was replaced"
 
 
 def test_cache_with_wrong_shape_is_rewritten(ck_folder, tmp_path, monkeypatch):

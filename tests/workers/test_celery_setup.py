@@ -113,6 +113,8 @@ def test_worker_and_flower_commands(settings, monkeypatch):
     monkeypatch.setenv("FERQUEUE_FLOWER_USER", "ops")
     monkeypatch.setenv("FERQUEUE_FLOWER_PASSWORD", "a,b")
     assert "','" in _cli("flower", "--dry-run").output
+    refused = _cli("flower", "--no-auth", "--address", "0.0.0.0", "--dry-run")
+    assert refused.exit_code == 1 and "--no-auth with --address 0.0.0.0" in refused.output
 
 
 # ---- docker-compose.yml, and its commands run here without Docker ----------------------------
@@ -143,6 +145,7 @@ def test_compose_services_share_one_image_and_environment(compose):
     flower = services["flower"]
     assert {"FERQUEUE_FLOWER_USER", "FERQUEUE_FLOWER_PASSWORD"} <= set(flower["environment"])
     assert "--no-auth" not in flower["command"]
+    assert flower["ports"] == ["${FLOWER_BIND:-127.0.0.1}:${FLOWER_PORT:-5555}:5555"], "published on loopback only"
     assert services["migrate"]["command"] == ["ferqueue", "db", "upgrade"]
     assert services["worker-generate"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert "-Q" not in services["worker-train"]["command"] and "train,evaluate" in services["worker-train"]["command"]
@@ -166,6 +169,6 @@ def test_compose_commands_run_without_docker(compose, backend, settings, request
 
     Database(url).check_schema()  # at head, as the workers require
     for name, expected in (("worker-generate", "-Q generate"), ("worker-train", "-Q train,evaluate"),
-                           ("flower", "flower --port=5555 --address=0.0.0.0")):
+                           ("flower", "ferqueue.monitor --port=5555 --address=0.0.0.0")):
         shown = subprocess.run([*local(name), "--dry-run"], cwd=REPO, env=env, capture_output=True, text=True)
         assert shown.returncode == 0 and expected in shown.stdout, shown.stdout + shown.stderr

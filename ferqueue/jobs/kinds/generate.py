@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from ferqueue.db import ledger
-from ferqueue.errors import ConfigError
+from ferqueue.errors import ConfigError, StoreError
 from ferqueue.jobs.checks import (
     check_attacks_fit,
     check_limit,
@@ -104,6 +104,26 @@ class Generate(JobKind):
     def discard(self, rt, output: ShardOutput) -> None:
         rt.store_file(output.path).unlink(missing_ok=True)
 
+    def repair(self, rt, job) -> list[str]:
+        """Every recorded shard file is checked (size, sha256); a missing or altered one is reset
+        to be generated again, and the job, if its merge had claimed it, to run its shards."""
+        from ferqueue.errors import StoreError
+        from ferqueue.store import verify_shard
+
+        messages = []
+        for shard in ledger.shards(rt.db, job.id):
+            if not shard.done:
+                continue
+            try:
+                verify_shard(rt.store_file(shard.path), shard.sha256, shard.size_bytes)
+            except StoreError as exc:
+                if ledger.reset_shard(rt.db, shard.id, f"reset by resume: {exc}"):
+                    messages.append(f"job {job.id} shard {shard.index} ({shard.attack_key}, {shard.start}:{shard.stop}): "
+                                    f"{exc}; reset, it will be generated again")
+        if messages:
+            ledger.unclaim_finish(rt.db, job.id)
+        return messages
+
     def exclusive(self, rt, job_id: int):
         from ferqueue.store.layout import merge_lock
 
@@ -122,16 +142,19 @@ class Generate(JobKind):
         split_row = ledger.split(rt.db, spec.split_id)
         started = time.perf_counter()
         out = directory / STORE_FILE
-        sha, size = merge_shards(
-            [{"index": r.index, "attack_key": r.attack_key, "start": r.start, "stop": r.stop,
-              "path": rt.store_file(r.path),
-              "sha256": r.sha256, "size_bytes": r.size_bytes} for r in rows],
-            out,
-            attrs={"model_sha256": artifact.sha256, "dataset_fingerprint": ds_row.fingerprint,
-                   "split_fingerprint": split_row.fingerprint, "image_size": ds_row.image_size,
-                   "subset": spec.subset, "job_id": job.id, "artifact_id": artifact.id,
-                   "class_names": list(ds_row.class_names)},
-        )
+        try:
+            sha, size = merge_shards(
+                [{"index": r.index, "attack_key": r.attack_key, "start": r.start, "stop": r.stop,
+                  "path": rt.store_file(r.path), "sha256": r.sha256, "size_bytes": r.size_bytes} for r in rows],
+                out,
+                attrs={"model_sha256": artifact.sha256, "dataset_fingerprint": ds_row.fingerprint,
+                       "split_fingerprint": split_row.fingerprint, "image_size": ds_row.image_size,
+                       "subset": spec.subset, "job_id": job.id, "artifact_id": artifact.id,
+                       "class_names": list(ds_row.class_names)},
+            )
+        except StoreError as exc:
+            raise StoreError(f"{exc}; `ferqueue resume {job.id}` generates the damaged or missing shard again "
+                             "and merges") from None
         result = {
             "job_id": job.id,
             "n_examples": int(sum(r.n_examples for r in rows)),

@@ -25,11 +25,17 @@ class TrainSpec(Spec):
     store_job_id: int | None = None  # offline_adv: the generation job whose store it trains on
 
     def __post_init__(self):
-        from ferqueue.models import MODEL_NAMES
+        from ferqueue.models import MODEL_NAMES, WITH_BACKBONE
 
         if self.architecture not in MODEL_NAMES:
             raise ConfigError(f"unknown model {self.architecture!r}; choose one of {', '.join(MODEL_NAMES)}")
-        object.__setattr__(self, "train", self.config().to_dict())  # validated, defaults filled in
+        config = self.config()
+        if config.epochs == 0 and (config.probe_epochs == 0 or self.architecture not in WITH_BACKBONE):
+            probe = " (or --probe-epochs, to train the head of a pretrained model)" \
+                if self.architecture in WITH_BACKBONE else ""
+            raise ConfigError(f"epochs 0 would record an untrained {self.architecture} ({self.mode}): "
+                              f"give --epochs of at least 1{probe}")
+        object.__setattr__(self, "train", config.to_dict())  # validated, defaults filled in
 
     def config(self):
         from ferqueue.train import TrainConfig

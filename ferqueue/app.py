@@ -25,13 +25,14 @@ from ferqueue.jobs import (
     LocalExecutor,
     PipelineSpec,
     Progress,
+    TrainSpec,
     check,
     no_progress,
     plan,
 )
 from ferqueue.plans import ComparePlan, PaperPlan, eval_attack_specs, pixel_specs
 from ferqueue.runtime import Runtime
-from ferqueue.vocabulary import DONE, OFFLINE_ADV, ONLINE_FGSM, ONLINE_MODES
+from ferqueue.vocabulary import DONE, OFFLINE_ADV, ONLINE_FGSM, ONLINE_MODES, STANDARD
 
 # ---- defaults ---------------------------------------------------------------------------------
 
@@ -150,9 +151,16 @@ def resolve(options: ExperimentOptions, models: str | None) -> Resolved:
     eval_attacks += list(options.extra_attacks)
     for spec in eval_attacks:  # refuse a bad spec before any data is loaded
         parse_attack(spec).check_image_size(image_size)
-    return Resolved(models=names, epsilons=epsilons, image_size=image_size,
-                    train={k: v for k, v in train.to_dict().items() if k != "mode"}, eval_attacks=eval_attacks,
+    train = {k: v for k, v in train.to_dict().items() if k != "mode"}
+    check_trainings(names, train)
+    return Resolved(models=names, epsilons=epsilons, image_size=image_size, train=train, eval_attacks=eval_attacks,
                     pixel_attacks=pixel_specs(options.pixel_queries, options.pixel_method))
+
+
+def check_trainings(models: list[str], train: dict, mode: str = STANDARD) -> None:
+    """Every training of these models with these settings, checked as its job would be (no data needed)."""
+    for model in models:
+        TrainSpec(dataset_id=0, split_id=0, architecture=model, mode=mode, train=train)
 
 
 # ---- the runtime, executors and the broker ---------------------------------------------------------
@@ -310,12 +318,11 @@ def plan_paper(rt: Runtime, options: ExperimentOptions, models: str | None = Non
                store_eps: float = STORE_EPS, command: str = "run", progress=None) -> Planned:
     """The paper's four scenarios for each model as one pipeline job (`ferqueue run` is this,
     run here; `ferqueue submit pipeline` sends it to the workers)."""
-    from ferqueue.train import TrainConfig
 
     resolved = resolve(options, models)
     store_attacks = [f"fgsm:eps={check_eps(store_eps):g}", *resolved.pixel_attacks]
     adv_train = {**resolved.train, "epochs": resolved.train["epochs"] if adv_epochs is None else adv_epochs}
-    TrainConfig(mode=OFFLINE_ADV, **adv_train)
+    check_trainings(resolved.models, adv_train, OFFLINE_ADV)
     ds_row, split_row = dataset_and_split(rt, options.dataset, resolved.image_size, options.split_kind,
                                           options.seed, options.test_fraction, progress)
     steps = PaperPlan(models=resolved.models, dataset_id=ds_row.id, split_id=split_row.id, train=resolved.train,

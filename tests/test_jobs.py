@@ -214,3 +214,39 @@ def test_a_new_job_kind_is_one_registration_and_runs_on_the_shared_path(rt, monk
     done = run_job(rt, job.id)
     assert done.status == "done" and done.result == {"total": 0 + 1 + 2 + 3} and Count.finished == [job.id]
     assert routes()["ferqueue.count_shard"] == "generate" and task_names()["ferqueue.count_shard"] is True
+
+
+@pytest.mark.parametrize("damage", ["altered", "missing"])
+def test_resume_regenerates_a_damaged_shard_and_says_which(rt, synthetic_small, tiny_model_file, damage):
+    """The merge refuses a shard whose file changed or vanished after it was recorded; every
+    later merge would too. `ferqueue resume` checks the recorded files, resets that shard, says
+    which and why, and the job then finishes with every example once."""
+    from click.testing import CliRunner
+
+    from ferqueue.cli import main
+
+    ds_row, split_row, split, artifact = register_tiny(rt, synthetic_small, model_file=tiny_model_file)
+    job = jobs.plan(rt, GenerateSpec(artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
+                                     attacks=["fgsm:eps=0.01"], shard_size=100))
+    deferred = run_shards(rt, job.id)
+    victim = ledger.shards(rt.db, job.id)[1]
+    path = rt.store_file(victim.path)
+    if damage == "altered":
+        raw = bytearray(path.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        path.write_bytes(bytes(raw))
+    else:
+        path.unlink()
+    with pytest.raises(StoreError, match=f"ferqueue resume {job.id}"):
+        run_unit(LocalExecutor(rt), deferred.units[0])
+    assert ledger.job(rt.db, job.id).status == "failed"
+
+    result = CliRunner().invoke(main, ["resume", str(job.id), "--local"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"job {job.id} shard 1" in result.output and ("altered" if damage == "altered" else "missing") in result.output
+    done = ledger.job(rt.db, job.id)
+    assert done.status == "done" and done.merge_count == 1
+    redone = ledger.shard(rt.db, victim.id)
+    assert redone.status == "done" and redone.attempts == 2
+    _job, store = rt.finished_store(job.id)
+    np.testing.assert_array_equal(store.read("fgsm-eps0.01", ("source_index",))["source_index"], split.train)

@@ -8,6 +8,7 @@ a PostgreSQL advisory lock, or a file lock beside a SQLite database.
 from __future__ import annotations
 
 import fcntl
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,11 +37,11 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def safe_url(url: str) -> str:
-    """A database URL with its password masked."""
+    """A database URL with its password masked (also in a URL SQLAlchemy cannot parse)."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a URL at all: show nothing of it that could be a secret
-        return "<unparseable database URL>"
+    except Exception:  # noqa: BLE001 - not a URL: mask whatever sits where a password would
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 def _sqlite_path(url: str) -> Path | None:

@@ -90,3 +90,26 @@ def test_cross_eval_refuses_a_dataset_with_no_shared_class(rt, synthetic_small, 
     result = CliRunner().invoke(main, ["cross-eval", "--model", str(artifact.id), "--dataset", str(root)])
     assert result.exit_code == 1
     assert "no class of the dataset ['neutral']" in result.output
+
+
+def test_a_model_refused_by_safe_mode_is_one_line(rt, synthetic_small, tmp_path):
+    """A .keras file with a Lambda layer (arbitrary code) is refused by Keras safe mode; the user
+    sees that refusal and the file, not a Keras traceback."""
+    import keras
+
+    from ferqueue.db import ledger
+    from ferqueue.files import fingerprint_file
+
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Dense(7, activation="softmax")(
+        keras.layers.Lambda(lambda x: x * 1.0)(keras.layers.GlobalAveragePooling2D()(inputs)))
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, outputs).save(path)
+    artifact = ledger.register_artifact(rt.db, architecture="tiny_cnn", path=str(path), sha256=fingerprint_file(path),
+                                        num_params=1, image_size=32, class_names=list(synthetic_small.class_names),
+                                        weights="random", size_bytes=path.stat().st_size)
+    result = CliRunner().invoke(main, ["cross-eval", "--model", str(artifact.id), "--dataset", "synthetic:70",
+                                       "--eps", ""])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert "safe mode" in last and str(path) in last, result.output

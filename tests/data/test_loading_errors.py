@@ -71,6 +71,15 @@ def test_non_image_bytes_with_image_extension(ck_folder):
         load_dataset(str(ck_folder), 16)
 
 
+def test_an_image_too_small_to_hold_a_face_is_refused_not_blown_up(ck_folder):
+    from PIL import Image
+
+    tiny = ck_folder / "happy" / "S009_001_00000001.png"
+    Image.new("L", (1, 1), 128).save(tiny)
+    with pytest.raises(DataError, match=re.escape(str(tiny)) + ".*1x1 pixels: too small"):
+        load_dataset(str(ck_folder), 75)
+
+
 def test_corrupt_image_is_found_even_with_a_cache(ck_folder, tmp_path):
     bad = ck_folder / "surprise" / "S022_003_00000021.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")

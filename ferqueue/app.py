@@ -438,8 +438,26 @@ def open_store(rt: Runtime, target: str):
         job = ledger.job(rt.db, int(target))
         if job.kind != "generate" or not job.store_path:
             raise ConfigError(f"job {target} has no merged store (kind {job.kind}, status {job.status})")
-        return job, AdversarialStore(rt.store_file(job.store_path))
-    return None, AdversarialStore(under_root(rt.settings.store_root, target))
+        return job, AdversarialStore(rt.store_file(job.store_path), originals=rt.originals(job.spec["dataset_id"]))
+    opened = AdversarialStore(under_root(rt.settings.store_root, target))
+    ds_row = ledger.find_dataset(rt.db, opened.attrs.get("dataset_fingerprint"), opened.attrs.get("image_size"))
+    if ds_row is not None:  # the dataset its images are decoded against, when this ledger knows it
+        opened.originals = rt.originals(ds_row.id)
+    return None, opened
+
+
+def export_store(rt: Runtime, target: str, out: str):
+    """Write a job's (or a store file's) examples as one self-contained file: (path, sha256, size)."""
+    from pathlib import Path
+
+    from ferqueue.store import export_store as write_export
+
+    _job, opened = open_store(rt, target)
+    path = Path(out).expanduser().resolve()
+    if path.exists():
+        raise ConfigError(f"{path} exists: export writes a new file")
+    sha, size = write_export(opened, path)
+    return path, sha, size
 
 
 def verify_store(rt: Runtime, target: str):

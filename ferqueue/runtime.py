@@ -10,6 +10,8 @@ import os
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
+
 from ferqueue.config import Settings, load_settings
 from ferqueue.db.domain import Artifact, DatasetRecord, Job, SplitRecord
 from ferqueue.db.session import Database, open_database
@@ -150,12 +152,26 @@ class Runtime:
 
         return job_dir(self.settings.store_root, job_id)
 
-    def finished_store(self, job_id: int) -> tuple[Job, object]:
-        """A finished generation job and its merged store, checked against the ledger's sha256."""
+    def originals(self, dataset_id: int):
+        """source indices -> the dataset's float32 images (what a store's images are decoded against)."""
         from ferqueue.db import ledger
+
+        images = self.dataset(ledger.dataset(self.db, dataset_id)).images
+        return lambda index: np.asarray(images[np.asarray(index)], np.float32)
+
+    def open_store(self, job: Job):
+        """A generation job's merged store, its file checked against the ledger's sha256, its
+        images decoded against the job's dataset."""
         from ferqueue.store import AdversarialStore
+
+        return AdversarialStore(self.store_file(job.store_path), job.store_sha256,
+                                originals=self.originals(job.spec["dataset_id"]))
+
+    def finished_store(self, job_id: int) -> tuple[Job, object]:
+        """A finished generation job and its merged store."""
+        from ferqueue.db import ledger
 
         job = ledger.job(self.db, job_id)
         if job.kind != "generate" or job.status != DONE:
             raise StoreError(f"job {job_id} is not a finished generation job ({job.kind}, {job.status})")
-        return job, AdversarialStore(self.store_file(job.store_path), job.store_sha256)
+        return job, self.open_store(job)

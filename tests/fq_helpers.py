@@ -65,3 +65,10 @@ def run_job(rt, job_id: int):
 
     LocalExecutor(rt).run(job_id)
     return ledger.job(rt.db, job_id)
+
+
+def flip_byte(path) -> None:
+    """Damage a file as a bad disk would: one bit pattern in its middle, inverted."""
+    raw = bytearray(Path(path).read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    Path(path).write_bytes(bytes(raw))

@@ -1,9 +1,8 @@
 """Generation, training and evaluation jobs on the local executor, with real files and SQLite."""
 
-import h5py
 import numpy as np
 import pytest
-from fq_helpers import register_tiny, run_job, run_shards
+from fq_helpers import flip_byte, register_tiny, run_job, run_shards
 
 from ferqueue import jobs
 from ferqueue.db import ledger
@@ -59,8 +58,7 @@ def test_merge_refuses_an_altered_shard_and_keeps_the_files(rt, synthetic_small,
     deferred = run_shards(rt, job.id)
     assert deferred.units == [Unit("generate", job.id)], "the last shard claimed the merge, exactly once"
     victim = ledger.shard(rt.db, shards[0].id)
-    with h5py.File(rt.store_file(victim.path), "r+") as handle:
-        handle["images"][0, 0, 0, 0] = 0.5
+    flip_byte(rt.store_file(victim.path))
     with pytest.raises(StoreError, match="altered|bytes"):
         run_unit(LocalExecutor(rt), deferred.units[0])
     failed = ledger.job(rt.db, job.id)
@@ -232,9 +230,7 @@ def test_resume_regenerates_a_damaged_shard_and_says_which(rt, synthetic_small, 
     victim = ledger.shards(rt.db, job.id)[1]
     path = rt.store_file(victim.path)
     if damage == "altered":
-        raw = bytearray(path.read_bytes())
-        raw[len(raw) // 2] ^= 0xFF
-        path.write_bytes(bytes(raw))
+        flip_byte(path)
     else:
         path.unlink()
     with pytest.raises(StoreError, match=f"ferqueue resume {job.id}"):

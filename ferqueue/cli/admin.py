@@ -45,6 +45,17 @@ def show(target):
         console.print(f"{key}: {opened.attrs.get(key)}")
 
 
+@store.command()
+@click.argument("target")
+@click.argument("out", type=click.Path(dir_okay=False))
+def export(target, out):
+    """Write a store (a generation job id or a store path) as one self-contained HDF5 file:
+    every attack's images as float32 and every per-example field, readable with h5py alone."""
+    rt = app.open_runtime(write=False)
+    path, sha, size = app.export_store(rt, target, out)
+    console.print(f"wrote {path}: {size:,} bytes, sha256 {sha[:12]}…")
+
+
 @main.group()
 def db():
     """Database schema (Alembic migrations)."""

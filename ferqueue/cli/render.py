@@ -140,8 +140,10 @@ def status_view(view: dict) -> Group:
 
 
 def store_table(path, summary: list[dict]) -> Table:
-    made = table(f"store {path}", ["attack key", "params", "examples", "dtype", "success rate", "mean queries"])
+    made = table(f"store {path}", ["attack key", "params", "examples", "read as", "kept as", "bytes/example",
+                                   "success rate", "mean queries"])
     for row in summary:
         made.add_row(row["attack_key"], json.dumps(row["params"]), str(row["n_examples"]), row["dtype"],
-                     fmt(row["success_rate"]), fmt(row["mean_queries"], 1))
+                     ",".join(row["encodings"]), fmt(row["bytes_per_example"], 1), fmt(row["success_rate"]),
+                     fmt(row["mean_queries"], 1))
     return made

@@ -109,6 +109,13 @@ def run(db: Database, run_id: int) -> TrainingRun:
     return _get(db, RunRow, run_id)
 
 
+def find_dataset(db: Database, fingerprint: str | None, image_size: int | None) -> DatasetRecord | None:
+    """The registered dataset with this fingerprint at this image size, if any."""
+    with db.session() as s:
+        return record(s.scalar(select(DatasetRow).where(DatasetRow.fingerprint == fingerprint,
+                                                        DatasetRow.image_size == image_size)))
+
+
 def find_experiment(db: Database, name_or_id: str | int) -> Experiment:
     with db.session() as s:
         if isinstance(name_or_id, int) or str(name_or_id).isdigit():

@@ -4,10 +4,10 @@ import json
 import os
 import shutil
 
-import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from fq_helpers import flip_byte
 from PIL import Image
 
 from ferqueue.cli import main
@@ -86,8 +86,7 @@ def test_store_verify_passes_then_catches_an_altered_shard(finished_run, setting
     shown = invoke("store", "show", str(gen.id))
     assert "fgsm-eps0.01" in shown.output and "pixel-random-k1-q10" in shown.output and "float32" in shown.output
     shard = ledger.shards(db, gen.id)[0]
-    with h5py.File(settings.store_root / shard.path, "r+") as handle:
-        handle["images"][0, 0, 0, 0] = np.float32(0.123)
+    flip_byte(settings.store_root / shard.path)
     bad = CliRunner().invoke(main, ["store", "verify", str(gen.id)])
     assert bad.exit_code != 0 and shard.path in bad.output
 

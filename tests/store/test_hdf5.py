@@ -125,10 +125,9 @@ def test_store_refuses_altered_file_and_foreign_provenance(tmp_path):
     with pytest.raises(StoreError, match="no attack"):
         store.read("pgd-eps0.03")
     with h5py.File(out, "r+") as handle:
-        handle["fgsm-eps0.01/images"][0, 0, 0, 0] = 2.0  # out of range, and the bytes change
+        handle.attrs["dataset_fingerprint"] = "f" * 64  # the manifest's bytes change
     with pytest.raises(StoreError, match="altered"):
         AdversarialStore(out, sha)
-    assert any("outside [0,1]" in p for p in AdversarialStore(out).verify())
     with pytest.raises(StoreError, match="does not exist"):
         AdversarialStore(tmp_path / "nope.h5")
 

@@ -91,7 +91,7 @@ class Generate(JobKind):
             model, x, y, progress=lambda done, total: progress(f"job {job.id} current shard", done, total))
         seconds = time.perf_counter() - started
         written = write_shard(
-            rt.store_dir(job.id), shard.index, result, source_index=indices,
+            rt.store_dir(job.id), shard.index, result, source_index=indices, originals=x,
             attrs={"model_sha256": artifact.sha256, "dataset_fingerprint": ds_row.fingerprint,
                    "split_fingerprint": split.fingerprint, "image_size": ds_row.image_size,
                    "subset": spec.subset, "job_id": job.id, "start": shard.start, "stop": shard.stop,
@@ -145,7 +145,8 @@ class Generate(JobKind):
         try:
             sha, size = merge_shards(
                 [{"index": r.index, "attack_key": r.attack_key, "start": r.start, "stop": r.stop,
-                  "path": rt.store_file(r.path), "sha256": r.sha256, "size_bytes": r.size_bytes} for r in rows],
+                  "path": rt.store_file(r.path), "sha256": r.sha256, "size_bytes": r.size_bytes,
+                  "n_success": r.n_success, "queries": r.queries} for r in rows],
                 out,
                 attrs={"model_sha256": artifact.sha256, "dataset_fingerprint": ds_row.fingerprint,
                        "split_fingerprint": split_row.fingerprint, "image_size": ds_row.image_size,

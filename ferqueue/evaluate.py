@@ -23,6 +23,11 @@ def _probabilities(model, x: np.ndarray) -> np.ndarray:
     return forward(model, x)
 
 
+# what an evaluation keeps of every example, clean and under one attack (a shard's outcomes)
+OUTCOME_FIELDS = ("source_index", "labels", "target", "clean_pred", "clean_conf", "adv_pred", "adv_conf", "success",
+                  "queries", "linf", "l0")
+
+
 @dataclass
 class EvalRecord:
     setting: str
@@ -49,21 +54,20 @@ class EvalRecord:
     mean_l0: float | None = None
     source_artifact_id: int | None = None  # transfer: the model the stored examples were made against
     predictions: np.ndarray | None = field(default=None, repr=False)
-    x_adv: np.ndarray | None = field(default=None, repr=False)
 
     def columns(self) -> dict:
         """The values that go into an ``evaluations`` row."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("predictions", "x_adv")}
+        return {k: v for k, v in self.__dict__.items() if k != "predictions"}
 
 
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: list[str],
+def classification_metrics(y_true: np.ndarray, pred: np.ndarray, confidence: np.ndarray, class_names: list[str],
                            scored: list[int] | None = None) -> dict:
-    """sklearn metrics over the model's classes. ``scored``: the classes that can occur as true
-    labels (cross-dataset: the mapped ones); macro averages run over those only, so a model
-    class the dataset lacks does not count as a class scored zero. Predicting it is still an error."""
+    """sklearn metrics of predictions over the model's classes. ``scored``: the classes that can
+    occur as true labels (cross-dataset: the mapped ones); macro averages run over those only,
+    so a model class the dataset lacks does not count as a class scored zero. Predicting it is
+    still an error."""
     labels = list(range(len(class_names)))
     macro_labels = labels if scored is None else sorted(scored)
-    pred = probs.argmax(axis=1)
     pw, rw, fw, _ = precision_recall_fscore_support(y_true, pred, labels=labels, average="weighted", zero_division=0)
     pm, rm, fm, _ = precision_recall_fscore_support(y_true, pred, labels=macro_labels, average="macro",
                                                     zero_division=0)
@@ -79,56 +83,94 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: l
         "precision_macro": float(pm),
         "recall_macro": float(rm),
         "f1_macro": float(fm),
-        "mean_confidence": float(probs.max(axis=1).mean()) if len(probs) else 0.0,
+        "mean_confidence": float(np.mean(confidence)) if len(confidence) else 0.0,
         "confusion": confusion_matrix(y_true, pred, labels=labels).tolist(),
         "report": report,
     }
 
 
+# ---- per-example outcomes: clean, white-box and transfer --------------------------------------
+
+
+def _outcomes(index, y, clean_pred, clean_conf, adv_pred, adv_conf, success, queries, linf, l0, target=None) -> dict:
+    n = len(y)
+    return {"source_index": np.asarray(index, np.int64), "labels": np.asarray(y, np.int64),
+            "target": np.full(n, -1, np.int64) if target is None else np.asarray(target, np.int64),
+            "clean_pred": np.asarray(clean_pred, np.int64), "clean_conf": np.asarray(clean_conf, np.float32),
+            "adv_pred": np.asarray(adv_pred, np.int64), "adv_conf": np.asarray(adv_conf, np.float32),
+            "success": np.asarray(success, bool), "queries": np.asarray(queries, np.int64),
+            "linf": np.asarray(linf, np.float32), "l0": np.asarray(l0, np.int64)}
+
+
+def clean_outcomes(model, x: np.ndarray, y: np.ndarray, index: np.ndarray) -> dict:
+    """The model on untouched images (the 'adversarial' columns repeat the clean ones)."""
+    probs = _probabilities(model, x)
+    pred, conf = probs.argmax(1), probs.max(1) if len(probs) else np.zeros(0, np.float32)
+    zeros = np.zeros(len(y))
+    return _outcomes(index, y, pred, conf, pred, conf, np.zeros(len(y), bool), zeros, zeros, zeros)
+
+
+def whitebox_outcomes(result, index: np.ndarray) -> dict:
+    """What an attack re-run on the model being judged did to each image (an AttackResult)."""
+    return _outcomes(index, result.labels, result.clean_pred, result.clean_conf, result.adv_pred, result.adv_conf,
+                     result.success, result.queries, result.linf, result.l0, result.target)
+
+
+def transfer_outcomes(model, x_adv: np.ndarray, y: np.ndarray, index: np.ndarray, linf, l0) -> dict:
+    """The model on fixed adversarial images made against another model (no clean pass)."""
+    probs = _probabilities(model, x_adv)
+    pred, conf = probs.argmax(1), probs.max(1) if len(probs) else np.zeros(0, np.float32)
+    unknown = np.full(len(y), -1)
+    return _outcomes(index, y, unknown, np.zeros(len(y)), pred, conf, pred != np.asarray(y), np.zeros(len(y)), linf, l0)
+
+
+def join_outcomes(parts: list[dict]) -> dict:
+    """Outcomes of several shards of one attack, in order, as one."""
+    if not parts:
+        return {name: np.zeros(0) for name in OUTCOME_FIELDS}
+    return {name: np.concatenate([p[name] for p in parts]) for name in OUTCOME_FIELDS}
+
+
+def _mean(values) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def record_from_outcomes(setting: str, outcomes: dict, class_names: list[str], *, attack: str = "none",
+                         attack_key: str = "none", params: dict | None = None, scored: list[int] | None = None,
+                         seconds: float = 0.0, source_artifact_id: int | None = None) -> EvalRecord:
+    """The metrics of one setting and attack from every example's outcome (scikit-learn)."""
+    y, pred = outcomes["labels"], outcomes["adv_pred"]
+    metrics = classification_metrics(y, pred, outcomes["adv_conf"], class_names, scored)
+    extra = {}
+    if setting == WHITEBOX:
+        targeted = bool(len(y)) and bool((outcomes["target"] >= 0).all())
+        # untargeted success only means something where the clean image was right
+        attacked = outcomes["success"] if targeted else outcomes["success"][outcomes["clean_pred"] == y]
+        extra = {"success_rate": _mean(attacked) if len(attacked) else float("nan"),
+                 "mean_queries": _mean(outcomes["queries"]), "mean_linf": _mean(outcomes["linf"]),
+                 "mean_l0": _mean(outcomes["l0"])}
+    elif setting == TRANSFER:
+        extra = {"mean_linf": _mean(outcomes["linf"]), "mean_l0": _mean(outcomes["l0"])}
+    return EvalRecord(setting=setting, attack=attack, attack_key=attack_key, attack_params=params,
+                      epsilon=(params or {}).get("eps"), class_names=list(class_names), seconds=seconds,
+                      source_artifact_id=source_artifact_id, predictions=pred, **extra, **metrics)
+
+
 def evaluate_clean(model, x: np.ndarray, y: np.ndarray, class_names: list[str],
                    scored: list[int] | None = None) -> EvalRecord:
+    """Clean metrics of a model on images in memory (the evaluation job does this by shards)."""
     started = time.perf_counter()
-    probs = _probabilities(model, x)
-    metrics = classification_metrics(y, probs, class_names, scored)
-    return EvalRecord(
-        setting=CLEAN, attack="none", attack_key="none", attack_params=None, epsilon=None,
-        class_names=list(class_names), seconds=time.perf_counter() - started,
-        predictions=probs.argmax(1), **metrics,
-    )
+    outcomes = clean_outcomes(model, x, y, np.arange(len(y)))
+    return record_from_outcomes(CLEAN, outcomes, class_names, scored=scored, seconds=time.perf_counter() - started)
 
 
-def evaluate_whitebox(model, x, y, class_names, attack, progress=None, keep_images: bool = False,
-                      scored: list[int] | None = None) -> EvalRecord:
+def evaluate_whitebox(model, x, y, class_names, attack, progress=None, scored: list[int] | None = None) -> EvalRecord:
     """Run ``attack`` against ``model`` itself and score the model on what it produced."""
     started = time.perf_counter()
     result = attack(model, x, y, progress=progress)
-    probs = _probabilities(model, result.x_adv)
-    metrics = classification_metrics(y, probs, class_names, scored)
-    summary = result.summary()
-    return EvalRecord(
-        setting=WHITEBOX, attack=result.attack, attack_key=attack.key, attack_params=result.params,
-        epsilon=result.params.get("eps"), class_names=list(class_names),
-        seconds=time.perf_counter() - started, success_rate=summary["success_rate"],
-        mean_queries=summary["mean_queries"], mean_linf=summary["mean_linf"], mean_l0=summary["mean_l0"],
-        predictions=probs.argmax(1), x_adv=result.x_adv if keep_images else None, **metrics,
-    )
-
-
-def evaluate_transfer(model, x_adv, y, class_names, attack: str, attack_key: str, attack_params: dict,
-                      linf=None, l0=None, source_artifact_id: int | None = None) -> EvalRecord:
-    """Score ``model`` on stored adversarial images that were made against another model."""
-    started = time.perf_counter()
-    probs = _probabilities(model, x_adv)
-    metrics = classification_metrics(y, probs, class_names)
-    pred = probs.argmax(1)
-    return EvalRecord(
-        setting=TRANSFER, attack=attack, attack_key=attack_key, attack_params=attack_params,
-        epsilon=attack_params.get("eps"), class_names=list(class_names),
-        seconds=time.perf_counter() - started,
-        mean_linf=float(np.mean(linf)) if linf is not None and len(linf) else None,
-        mean_l0=float(np.mean(l0)) if l0 is not None and len(l0) else None,
-        source_artifact_id=source_artifact_id, predictions=pred, **metrics,
-    )
+    return record_from_outcomes(WHITEBOX, whitebox_outcomes(result, np.arange(len(y))), class_names,
+                                attack=result.attack, attack_key=attack.key, params=result.params, scored=scored,
+                                seconds=time.perf_counter() - started)
 
 
 @dataclass(frozen=True)

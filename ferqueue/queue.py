@@ -3,8 +3,8 @@ job registry), and the executor that sends units to the workers.
 
 The deployment (``workers/``) builds its app with ``make_app`` and registers one thin task
 per name in ``task_names()``; nothing here imports it. Task names are the wire contract
-between the two: ``ferqueue.generate_shard`` with (job id, shard id), ``ferqueue.merge_store``,
-``ferqueue.train`` and ``ferqueue.evaluate`` with (job id).
+between the two: ``ferqueue.generate_shard`` and ``ferqueue.evaluate_shard`` with (job id, shard id),
+``ferqueue.merge_store``, ``ferqueue.aggregate_evaluation`` and ``ferqueue.train`` with (job id).
 """
 
 from __future__ import annotations

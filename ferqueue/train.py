@@ -18,14 +18,16 @@ Models without a backbone (tiny_cnn) train ``epochs`` at ``lr``.
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from ferqueue.arrays import batches
 from ferqueue.attacks.base import check_eps
+from ferqueue.data.stream import ArrayExamples, Stream
 from ferqueue.errors import ConfigError
 from ferqueue.models import set_backbone_trainable
 from ferqueue.models.zoo import backbones
@@ -151,13 +153,13 @@ class _Steps:
         self.input_grads_per_example = 1 if online else 0
 
 
-def _evaluate(steps: _Steps, x, y, batch_size: int) -> tuple[float, float]:
+def _evaluate(steps: _Steps, val: Stream) -> tuple[float, float]:
     total_loss = total_correct = 0.0
-    for part in batches(len(x), max(batch_size, 128)):
-        loss, correct = steps.eval_step(np.asarray(x[part], np.float32), np.asarray(y[part], np.int64))
+    for x, y in val.ordered():
+        loss, correct = steps.eval_step(x, y)
         total_loss += float(loss)
         total_correct += float(correct)
-    return total_loss / max(len(x), 1), total_correct / max(len(x), 1)
+    return total_loss / max(len(val), 1), total_correct / max(len(val), 1)
 
 
 def _head_model(model):
@@ -170,45 +172,69 @@ def _head_model(model):
     return keras.Model(features, model.get_layer("logits")(x))
 
 
-def _probe(model, x_train, y_train, x_val, y_val, config: TrainConfig, rng, history) -> int:
+# features of more examples than this go to a file, memory-mapped, not to memory
+_FEATURES_IN_MEMORY = 256 << 20
+
+
+def _features(extractor, examples: Stream, folder: Path) -> ArrayExamples:
+    """The backbone's features of every example, in order, with their labels."""
+    from ferqueue.models.engine import forward
+
+    width = int(np.prod(extractor.output_shape[1:]))
+    n = len(examples)
+    if n * width * 4 > _FEATURES_IN_MEMORY:
+        features = np.lib.format.open_memmap(folder / f"features-{id(examples)}.npy", mode="w+", dtype=np.float32,
+                                             shape=(n, width))
+    else:
+        features = np.empty((n, width), np.float32)
+    labels = np.empty(n, np.int64)
+    done = 0
+    for x, y in examples.ordered():
+        features[done:done + len(y)] = forward(extractor, x).reshape(len(y), width)
+        labels[done:done + len(y)] = y
+        done += len(y)
+    return ArrayExamples(features, labels)
+
+
+def _probe(model, train: Stream, val: Stream | None, config: TrainConfig, history) -> int:
     """Phase 1: fit the head on frozen backbone features. Returns the forward passes spent."""
     import keras
     import tensorflow as tf
 
-    from ferqueue.models.engine import forward
-
     set_backbone_trainable(model, False)
     extractor = keras.Model(model.inputs, model.get_layer("head_dense").input)
-    f_train = forward(extractor, x_train)
-    f_val = forward(extractor, x_val) if x_val is not None and len(x_val) else None
-    head = _head_model(model)
-    optimizer = keras.optimizers.Adam(config.lr)
-    variables = head.trainable_variables
-    num_classes = model.output_shape[-1]
+    with tempfile.TemporaryDirectory(prefix="ferqueue-features-") as folder:
+        f_train = _features(extractor, train, Path(folder))
+        f_val = _features(extractor, val, Path(folder)) if val is not None else None
+        head = _head_model(model)
+        optimizer = keras.optimizers.Adam(config.lr)
+        variables = head.trainable_variables
+        num_classes = model.output_shape[-1]
 
-    @tf.function(reduce_retracing=True)
-    def step(f, y):
-        with tf.GradientTape() as tape:
-            scores = head(f, training=True)
-            loss = tf.reduce_mean(keras.losses.categorical_crossentropy(
-                tf.one_hot(y, num_classes), scores, from_logits=True, label_smoothing=config.label_smoothing))
-        optimizer.apply(tape.gradient(loss, variables), variables)
-        return loss
+        @tf.function(reduce_retracing=True)
+        def step(f, y):
+            with tf.GradientTape() as tape:
+                scores = head(f, training=True)
+                loss = tf.reduce_mean(keras.losses.categorical_crossentropy(
+                    tf.one_hot(y, num_classes), scores, from_logits=True, label_smoothing=config.label_smoothing))
+            optimizer.apply(tape.gradient(loss, variables), variables)
+            return loss
 
-    n = len(f_train)
-    for _ in range(config.probe_epochs):
-        order = rng.permutation(n)
-        for b in range(0, n, config.batch_size):
-            idx = order[b : b + config.batch_size]
-            step(f_train[idx], y_train[idx])
-        history["probe_accuracy"].append(_accuracy(head, f_train, y_train))
-        history["probe_val_accuracy"].append(_accuracy(head, f_val, y_val) if f_val is not None else float("nan"))
-    return n + (len(f_val) if f_val is not None else 0)
+        features = Stream([f_train], config.batch_size, seed=config.seed + 1)
+        for epoch in range(config.probe_epochs):
+            for f, y in features.epoch(epoch):
+                step(f, y)
+            history["probe_accuracy"].append(_accuracy(head, f_train, config.batch_size))
+            history["probe_val_accuracy"].append(
+                _accuracy(head, f_val, config.batch_size) if f_val is not None else float("nan"))
+        return len(f_train) + (len(f_val) if f_val is not None else 0)
 
 
-def _accuracy(head, features, labels) -> float:
-    scores = head(features, training=False).numpy()
-    return float(np.mean(scores.argmax(1) == labels))
+def _accuracy(head, features: ArrayExamples, batch_size: int) -> float:
+    correct = 0
+    for x, y in Stream([features], max(batch_size, 256), prefetch=0).ordered():
+        correct += int(np.sum(head(x, training=False).numpy().argmax(1) == y))
+    return correct / max(len(features), 1)
 
 
 def train_model(
@@ -220,63 +246,67 @@ def train_model(
     y_val: np.ndarray | None = None,
     progress: Progress | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place. For offline adversarial training pass original + stored
-    examples as ``x_train``; online modes regenerate FGSM examples on every batch."""
-    import keras
-
+    """Train ``model`` in place on arrays (small sets): ``train_stream`` over them."""
     if len(x_train) != len(y_train):
         raise ConfigError(f"{len(x_train)} training images but {len(y_train)} labels")
-    if len(x_train) == 0:
+    train = Stream([ArrayExamples(x_train, y_train)], config.batch_size, config.seed)
+    val = None
+    if x_val is not None and len(x_val):
+        val = Stream([ArrayExamples(x_val, y_val)], max(config.batch_size, 128), prefetch=0)
+    return train_stream(model, train, config, val, progress)
+
+
+def train_stream(model, train: Stream, config: TrainConfig, val: Stream | None = None,
+                 progress: Progress | None = None) -> TrainResult:
+    """Train ``model`` in place on the batches of ``train`` (for offline adversarial training:
+    original and stored examples together); online modes regenerate FGSM examples on every
+    batch. ``val`` is scored after every epoch."""
+    import keras
+
+    if len(train) == 0:
         raise ConfigError("the training set is empty")
     keras.utils.set_random_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    y_train = np.asarray(y_train, np.int64)
     has_backbone = bool(backbones(model))
     history: dict[str, list[float]] = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy",
                                                        "seconds", "lr", "probe_accuracy", "probe_val_accuracy")}
     started = time.perf_counter()
     forward_evals = 0
     if has_backbone and config.probe_epochs:
-        forward_evals = _probe(model, x_train, y_train, x_val, y_val, config, rng, history)
+        forward_evals = _probe(model, train, val, config, history)
     probe_seconds = time.perf_counter() - started
 
     set_backbone_trainable(model, has_backbone)
     lr = config.fine_tune_lr if has_backbone else config.lr
-    n = len(x_train)
-    batches = math.ceil(n / config.batch_size)
+    n = len(train)
+    batches_per_epoch = math.ceil(n / config.batch_size)
     # cosine decay to zero: the last epochs settle instead of leaving a noisy snapshot
-    schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, config.epochs * batches))
+    schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, config.epochs * batches_per_epoch))
     augment = _augmenter(config.seed, config.shift) if config.augment else None
     steps = _Steps(model, keras.optimizers.Adam(schedule), config, augment)
     examples_seen = gradient_evals = 0
     for epoch in range(config.epochs):
         epoch_start = time.perf_counter()
-        order = rng.permutation(n)
         total_loss = total_correct = 0.0
         seen = 0
-        for b in range(batches):
-            idx = np.sort(order[b * config.batch_size : (b + 1) * config.batch_size])
-            loss, correct = steps.train_step(np.asarray(x_train[idx], np.float32), y_train[idx])
+        for x, y in train.epoch(epoch):
+            loss, correct = steps.train_step(x, y)
             total_loss += float(loss)
             total_correct += float(correct)
-            seen += len(idx) * steps.updates_per_example
-            gradient_evals += len(idx) * (steps.updates_per_example + steps.input_grads_per_example)
+            seen += len(y) * steps.updates_per_example
+            gradient_evals += len(y) * (steps.updates_per_example + steps.input_grads_per_example)
         examples_seen += seen
         history["loss"].append(total_loss / seen)
         history["accuracy"].append(total_correct / seen)
-        if x_val is not None and len(x_val):
-            val_loss, val_acc = _evaluate(steps, x_val, y_val, config.batch_size)
-        else:
-            val_loss = val_acc = float("nan")
+        val_loss, val_acc = _evaluate(steps, val) if val is not None else (float("nan"), float("nan"))
         history["val_loss"].append(val_loss)
         history["val_accuracy"].append(val_acc)
         history["seconds"].append(time.perf_counter() - epoch_start)
-        history["lr"].append(float(schedule((epoch + 1) * batches)))
+        history["lr"].append(float(schedule((epoch + 1) * batches_per_epoch)))
         if progress is not None:
             progress(epoch + 1, config.epochs, {k: v[-1] for k, v in history.items() if v})
     set_backbone_trainable(model, False)
-    if config.epochs == 0 and x_val is not None and len(x_val):
-        val_loss, val_acc = _evaluate(steps, x_val, y_val, config.batch_size)
+    if config.epochs == 0 and val is not None:
+        val_loss, val_acc = _evaluate(steps, val)
         history["val_loss"].append(val_loss)
         history["val_accuracy"].append(val_acc)
     return TrainResult(
@@ -285,5 +315,6 @@ def train_model(
         gradient_evals=gradient_evals,
         examples_seen=examples_seen,
         epochs_run=config.epochs,
-        extra={"probe_seconds": probe_seconds, "probe_forward_evals": forward_evals},
+        extra={"probe_seconds": probe_seconds, "probe_forward_evals": forward_evals,
+               "max_stream_bytes": train.max_held_bytes},
     )

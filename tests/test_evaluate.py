@@ -8,7 +8,7 @@ from ferqueue.evaluate import classification_metrics
 def test_metrics_match_a_hand_count():
     y = np.array([0, 0, 1, 1, 2, 2])
     probs = np.eye(3)[[0, 1, 1, 1, 2, 0]] * 0.8 + 0.2 / 3
-    m = classification_metrics(y, probs, ["a", "b", "c"])
+    m = classification_metrics(y, probs.argmax(1), probs.max(1), ["a", "b", "c"])
     assert m["accuracy"] == 4 / 6
     assert m["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
     # per class precision 1/2, 2/3, 1; recall 1/2, 1, 1/2; equal supports -> weighted = macro
@@ -19,5 +19,5 @@ def test_metrics_match_a_hand_count():
 
 
 def test_a_class_absent_from_the_test_set_still_has_a_row():
-    m = classification_metrics(np.array([0, 0]), np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0]]), ["a", "b", "c"])
+    m = classification_metrics(np.array([0, 0]), np.array([0, 1]), np.array([0.9, 0.8]), ["a", "b", "c"])
     assert len(m["confusion"]) == 3 and m["report"]["c"]["support"] == 0

@@ -127,12 +127,16 @@ class Attack:
         target: np.ndarray | None = None,
         batch_size: int | None = None,
         progress: Progress | None = None,
+        ids: np.ndarray | None = None,
     ) -> AttackResult:
         """Attack images ``x`` (N, H, W, 3) in [0, 1] with true labels ``y`` (N,).
 
         ``target`` makes the attack targeted; ``batch_size`` is images per forward pass
         (default: ``default_batch_size`` on an accelerator, the engine's CPU_BATCH_SIZE on a
-        CPU); ``progress(done, total)`` is called as images are finished.
+        CPU); ``progress(done, total)`` is called as images are finished. ``ids`` names each
+        image (its index in the dataset; default 0..N-1): an attack's random draws for an image
+        depend only on its seed and the image's id, so an image is attacked the same way in any
+        shard, batch or company.
 
         ``seconds`` in the result covers the whole call; ``generation_seconds`` only the
         making of x_adv, not the forward passes that score clean and adversarial images.
@@ -146,8 +150,11 @@ class Attack:
         elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch size {batch_size!r} must be a positive integer")
         start = time.perf_counter()
+        ids = np.arange(len(x)) if ids is None else np.asarray(ids, np.int64)
+        if ids.shape != (len(x),):
+            raise DataError(f"ids must name each of the {len(x)} images, got an array of shape {ids.shape}")
         x_adv, queries, clean_probs = self._generate(
-            fns, x, y, target, batch_size, progress or (lambda done, total: None)
+            fns, x, y, target, batch_size, progress or (lambda done, total: None), ids
         )
         generated = time.perf_counter()
         if clean_probs is None:
@@ -156,7 +163,7 @@ class Attack:
         timing = (time.perf_counter() - start, generated - start)
         return _result(self, x, x_adv, y, target, clean_probs, adv_probs, queries, timing)
 
-    def _generate(self, fns, x, y, target, batch_size, progress):
+    def _generate(self, fns, x, y, target, batch_size, progress, ids):
         """Return (x_adv, queries per image, clean probabilities or None if not computed)."""
         raise NotImplementedError
 
@@ -220,6 +227,11 @@ def _check_labels(what: str, values, n: int, num_classes: int) -> np.ndarray:
 
 
 # Parameter checks: each raises ConfigError naming the offending value.
+
+
+def example_rng(seed: int, example_id) -> np.random.Generator:
+    """The random draws of one image under one attack seed, whatever else is attacked with it."""
+    return np.random.default_rng([seed, int(example_id)])
 
 
 def check_eps(value) -> float:

@@ -18,6 +18,7 @@ from ferqueue.attacks.base import (
     check_int,
     check_number,
     derived,
+    example_rng,
     number_text,
 )
 from ferqueue.errors import ConfigError
@@ -30,10 +31,10 @@ class _SignGradient(Attack):
         """(eps, step size, number of steps, random start)."""
         raise NotImplementedError
 
-    def _generate(self, fns, x, y, target, batch_size, progress):
+    def _generate(self, fns, x, y, target, batch_size, progress, ids):
         eps, step, steps, random_start = self._schedule()
         labels, direction = (y, 1.0) if target is None else (target, -1.0)
-        rng = np.random.default_rng(self._params["seed"])
+        seed = self._params["seed"]
         x_adv = np.empty_like(x)
         # without a random start the first gradient pass sees the clean image: reuse its output
         clean = None if random_start else np.empty((len(x), fns.num_classes), np.float32)
@@ -41,7 +42,8 @@ class _SignGradient(Attack):
             x0 = fns.hold(x[part])  # converted once; every step reads it and `current` stays a tensor
             current = x0
             if random_start:
-                noise = rng.uniform(-eps, eps, x0.shape).astype(np.float32)
+                noise = np.stack([example_rng(seed, i).uniform(-eps, eps, x0.shape[1:]) for i in ids[part]])
+                noise = noise.astype(np.float32)
                 current = fns.hold(np.clip(x[part] + noise, 0.0, 1.0))
             for i in range(steps):
                 current, probs = fns.step(current, x0, labels[part], eps, step, direction)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ferqueue.arrays import batches
-from ferqueue.attacks.base import Attack, check_int
+from ferqueue.attacks.base import Attack, check_int, example_rng
 from ferqueue.errors import ConfigError
 
 METHODS = ("random", "de")
@@ -84,18 +84,19 @@ class PixelAttack(Attack):
             raise ConfigError(f"k {self._params['k']} exceeds the {image_size * image_size} pixels of a "
                               f"{image_size}x{image_size} image")
 
-    def _generate(self, fns, x, y, target, batch_size, progress):
+    def _generate(self, fns, x, y, target, batch_size, progress, ids):
         n, h, w = x.shape[:3]
         k = self._params["k"]
         if k > h * w:
             raise ConfigError(f"k {k} exceeds the {h * w} pixels of a {h}x{w} image")
-        rng = np.random.default_rng(self._params["seed"])
+        seed = self._params["seed"]
         goal = y if target is None else target
         search = self._random_search if self._params["method"] == "random" else self._evolve
         genes = np.empty((n, k, 5), np.float32)
         queries = np.zeros(n, np.int64)
         for part in batches(n, _GROUP):
-            group = _Group(fns, x[part], goal[part], target is not None, k, batch_size, rng)
+            rngs = [example_rng(seed, i) for i in ids[part]]
+            group = _Group(fns, x[part], goal[part], target is not None, k, batch_size, rngs)
             queries[part] = search(group, lambda done, start=part.start: progress(start + done, n))
             genes[part] = group.best_genes
         x_adv = x.copy()
@@ -112,7 +113,7 @@ class PixelAttack(Attack):
         spent, size = 0, _FIRST_ROUND
         while active.size and spent < budget:
             r = min(size, _MAX_ROUND, budget - spent)
-            genes = group.legalise(active, group.draw(active.size, r, su_colours=False))
+            genes = group.legalise(active, group.draw(active, r, su_colours=False))
             _, hit = group.evaluate_round(active, genes, queries)
             spent, size = spent + r, size * 2
             active = active[~hit]
@@ -126,14 +127,14 @@ class PixelAttack(Attack):
         size = self._params["popsize"]
         everyone = np.arange(group.size)
         queries = np.zeros(group.size, np.int64)
-        population = group.legalise(everyone, group.draw(group.size, size, su_colours=True))
+        population = group.legalise(everyone, group.draw(everyone, size, su_colours=True))
         fitness, active = _evaluate_population(group, everyone, population, queries)
         report(group.size - active.size)
         for _ in range(self._params["maxiter"]):
             if not active.size:
                 break
             parents = population[active]
-            base, plus, minus = _donors(group.rng, active.size, size)
+            base, plus, minus = _donors([group.rngs[i] for i in active], size)
             row = np.arange(active.size)[:, None]
             mutants = parents[row, base] + _F * (parents[row, plus] - parents[row, minus])
             children = group.legalise(active, mutants)
@@ -168,21 +169,23 @@ class _Group:
     """Images under attack together: candidate sampling, repair and batched evaluation, and
     the best candidate found so far per image (any success beats any failure)."""
 
-    def __init__(self, fns, images, goal, targeted: bool, k: int, batch_size: int, rng):
+    def __init__(self, fns, images, goal, targeted: bool, k: int, batch_size: int, rngs: list):
         self.fns, self.images, self.goal, self.targeted = fns, images, goal, targeted
         self.held = fns.hold(images)  # one device copy, gathered from per candidate
         self.size, (self.h, self.w) = len(images), images.shape[1:3]
-        self.k, self.batch_size, self.rng = k, batch_size, rng
+        self.k, self.batch_size, self.rngs = k, batch_size, rngs  # one random stream per image
         self.best_fitness = np.full(self.size, np.inf)
         self.best_genes = np.zeros((self.size, k, 5), np.float32)
 
-    def draw(self, a: int, r: int, su_colours: bool) -> np.ndarray:
-        """Genes (a, r, k, 5): uniform positions; colours uniform, or Su et al.'s normal."""
-        genes = np.empty((a, r, self.k, 5), np.float32)
-        genes[..., 0] = self.rng.integers(0, self.h, (a, r, self.k))
-        genes[..., 1] = self.rng.integers(0, self.w, (a, r, self.k))
-        shape = (a, r, self.k, 3)
-        genes[..., 2:] = self.rng.normal(0.5, _COLOUR_SD, shape) if su_colours else self.rng.random(shape)
+    def draw(self, owner: np.ndarray, r: int, su_colours: bool) -> np.ndarray:
+        """Genes (a, r, k, 5) for images ``owner``, each from its own stream: uniform positions;
+        colours uniform, or Su et al.'s normal."""
+        genes = np.empty((len(owner), r, self.k, 5), np.float32)
+        for j, image in enumerate(owner):
+            rng = self.rngs[image]
+            genes[j, ..., 0] = rng.integers(0, self.h, (r, self.k))
+            genes[j, ..., 1] = rng.integers(0, self.w, (r, self.k))
+            genes[j, ..., 2:] = rng.normal(0.5, _COLOUR_SD, (r, self.k, 3)) if su_colours else rng.random((r, self.k, 3))
         return genes
 
     def legalise(self, owner: np.ndarray, genes: np.ndarray) -> np.ndarray:
@@ -190,7 +193,7 @@ class _Group:
         and change a colour that equals its original pixel (it would change nothing)."""
         rows = np.clip(np.rint(genes[..., 0]), 0, self.h - 1).astype(np.int64)
         cols = np.clip(np.rint(genes[..., 1]), 0, self.w - 1).astype(np.int64)
-        rows, cols = np.divmod(_distinct(rows * self.w + cols, self.h * self.w, self.rng), self.w)
+        rows, cols = np.divmod(_distinct(rows * self.w + cols, self.h * self.w, [self.rngs[o] for o in owner]), self.w)
         colours = np.clip(genes[..., 2:], 0.0, 1.0).astype(np.float32)
         original = self.images[owner[:, None, None], rows, cols]
         unchanged = np.all(colours == original, axis=-1)
@@ -237,19 +240,23 @@ class _Group:
         return fitness, hit
 
 
-def _donors(rng, a: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each of ``size`` members of ``a`` populations, three distinct other members."""
-    own = np.broadcast_to(np.arange(size)[None, :, None], (a, size, 1))
-    picks = _distinct(np.concatenate([own, rng.integers(0, size, (a, size, 3))], axis=2), size, rng)
+def _donors(rngs: list, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each of ``size`` members of each image's population, three distinct other members
+    (drawn from that image's stream)."""
+    own = np.broadcast_to(np.arange(size)[None, :, None], (len(rngs), size, 1))
+    drawn = np.stack([rng.integers(0, size, (size, 3)) for rng in rngs]) if rngs else np.zeros((0, size, 3), np.int64)
+    picks = _distinct(np.concatenate([own, drawn], axis=2), size, rngs)
     return picks[..., 1], picks[..., 2], picks[..., 3]
 
 
-def _distinct(values: np.ndarray, high: int, rng) -> np.ndarray:
+def _distinct(values: np.ndarray, high: int, rngs: list) -> np.ndarray:
     """Redraw, uniformly in [0, high), every entry on the last axis that repeats an earlier
-    entry of its row, until all entries of each row differ (the first entry never moves)."""
+    entry of its row, until all entries of each row differ (the first entry never moves).
+    Entry ``j`` of the first axis redraws from ``rngs[j]``."""
     values = values.copy()
     while True:
         repeats = np.triu(values[..., :, None] == values[..., None, :], 1).any(axis=-2)
         if not repeats.any():
             return values
-        values[repeats] = rng.integers(0, high, int(repeats.sum()))
+        for j in np.flatnonzero(repeats.reshape(len(values), -1).any(axis=1)):
+            values[j][repeats[j]] = rngs[j].integers(0, high, int(repeats[j].sum()))

@@ -9,8 +9,10 @@ from ferqueue.store.hdf5 import (
     StoredFile,
     export_store,
     merge_shards,
+    read_outcomes,
     read_shard,
     verify_shard,
+    write_outcomes,
     write_shard,
 )
 
@@ -21,7 +23,9 @@ __all__ = [
     "StoredFile",
     "export_store",
     "merge_shards",
+    "read_outcomes",
     "read_shard",
     "verify_shard",
+    "write_outcomes",
     "write_shard",
 ]

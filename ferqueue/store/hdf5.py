@@ -27,7 +27,7 @@ import numpy as np
 from ferqueue.errors import StoreError
 from ferqueue.files import fingerprint_file, write_atomically
 from ferqueue.store.encoding import DATASET, DENSE, Originals, decode, encode
-from ferqueue.store.layout import shard_name
+from ferqueue.store.layout import outcomes_name, shard_name
 
 FORMAT_VERSION = 2
 # per-example facts: the dtype kept on disk (small) and the dtype they are read back as
@@ -114,8 +114,7 @@ def write_shard(store_dir: Path, index: int, result, source_index: np.ndarray, a
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as handle:
             _create(handle, DATASET[encoding], stored, _IMAGE_CHUNK)
-            for name, (stored_dtype, _read) in FIELDS.items():
-                _create(handle, name, np.asarray(values[name]).astype(stored_dtype), _FIELD_CHUNK)
+            _write_fields(handle, values)
             handle.attrs.update(_json_attrs({
                 "format_version": FORMAT_VERSION,
                 "kind": "shard",
@@ -134,6 +133,34 @@ def write_shard(store_dir: Path, index: int, result, source_index: np.ndarray, a
     final, sha = write_atomically(store_dir, write, lambda digest: shard_name(index, digest),
                                   prefix=f".shard-{index:05d}-", suffix=".h5.tmp")
     return StoredFile(path=final, sha256=sha, size_bytes=final.stat().st_size)
+
+
+def _write_fields(handle: h5py.File, values: dict) -> None:
+    for name, (stored_dtype, _read) in FIELDS.items():
+        _create(handle, name, np.asarray(values[name]).astype(stored_dtype), _FIELD_CHUNK)
+
+
+def write_outcomes(store_dir: Path, index: int, outcomes: dict, attrs: dict) -> StoredFile:
+    """An evaluation shard's per-example outcomes (no images), written as a shard is."""
+
+    def write(tmp: Path) -> None:
+        with h5py.File(tmp, "w") as handle:
+            _write_fields(handle, outcomes)
+            handle.attrs.update(_json_attrs({"format_version": FORMAT_VERSION, "kind": "outcomes", "index": index,
+                                             "n_examples": len(outcomes["labels"]), **attrs}))
+
+    final, sha = write_atomically(store_dir, write, lambda digest: outcomes_name(index, digest),
+                                  prefix=f".outcomes-{index:05d}-", suffix=".h5.tmp")
+    return StoredFile(path=final, sha256=sha, size_bytes=final.stat().st_size)
+
+
+def read_outcomes(path: str | Path, sha256: str | None = None, size_bytes: int | None = None) -> tuple[dict, dict]:
+    """An outcomes file's fields and attrs, checked against the ledger's sha256 when given."""
+    if sha256 is not None:
+        _verified_once(Path(path), sha256, size_bytes)
+    arrays, attrs = read_shard(path, tuple(FIELDS))
+    attrs["left_out"] = json.loads(attrs.get("left_out") or "{}")
+    return arrays, attrs
 
 
 def verify_shard(path: str | Path, sha256: str, size_bytes: int | None = None) -> None:

@@ -1,8 +1,9 @@
 """Where a job's store lives under the store root, what clean-up may delete there, and the lock
 that lets one process at a time merge it.
 
-    <store root>/job-000042/shard-00003-<sha12>.h5    one shard, content-addressed
-                           /store.h5                   the merged store
+    <store root>/job-000042/shard-00003-<sha12>.h5    one shard of a generation job, content-addressed
+                           /outcomes-00003-<sha12>.h5 one shard of an evaluation job (per-example outcomes)
+                           /store.h5                   the merged store (a generation job's manifest)
                            /.merge.lock                held while a merge runs
 """
 
@@ -18,7 +19,7 @@ from ferqueue.errors import StoreError
 STORE_FILE = "store.h5"
 LOCK_FILE = ".merge.lock"
 # what a writer leaves while it works (temporary names) and what it leaves when done
-_LEFTOVERS = (".shard-*.h5.tmp", ".store-*.h5.tmp", "shard-*.h5")
+_LEFTOVERS = (".shard-*.h5.tmp", ".outcomes-*.h5.tmp", ".store-*.h5.tmp", "shard-*.h5", "outcomes-*.h5")
 
 
 def job_dir(store_root: Path, job_id: int) -> Path:
@@ -39,6 +40,10 @@ def under_root(store_root: Path, path: str | Path) -> Path:
 
 def shard_name(index: int, sha256: str) -> str:
     return f"shard-{index:05d}-{sha256[:12]}.h5"
+
+
+def outcomes_name(index: int, sha256: str) -> str:
+    return f"outcomes-{index:05d}-{sha256[:12]}.h5"
 
 
 def discard_unrecorded_files(directory: Path, keep: set[Path]) -> list[Path]:

@@ -8,11 +8,9 @@ workers' logs, and every worker is stopped and the Redis database flushed at the
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -99,22 +97,6 @@ class Cluster(LocalCluster):
     def stop(self) -> None:
         super().stop()
         self._release()
-
-    @contextmanager
-    def frozen(self, *pids: int) -> Iterator[None]:
-        """Processes stopped (SIGSTOP) for the duration: whatever they were doing, they do no
-        more of it until the block ends, so a test can look at the ledger and act on what it
-        sees without racing them. A process killed inside the block stays dead."""
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
 
     def wait(self, predicate, timeout: float, what: str, interval: float = 0.25):
         try:

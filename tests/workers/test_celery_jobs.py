@@ -262,11 +262,28 @@ def test_cancel_stops_a_job_and_resume_finishes_it(shared_cluster, monkeypatch):
     rt = cluster.runtime()
     job = _plan(cluster, rt, [SLOW_PIXEL], limit=LIMIT)
     CeleryExecutor(rt).submit(job.id)
-    cluster.wait(lambda: any(s.status == "running" for s in ledger.shards(rt.db, job.id)), 120,
-                 "a running shard")
     worker_pids = [pid for w in cluster.workers for pid in (w.pid, *_children(w.pid))]
-    with cluster.frozen(*worker_pids):  # no shard can finish while the job is cancelled
+
+    def frozen_with_work_left():
+        """The workers stopped while a shard runs and another waits: nothing can finish while
+        the job is cancelled, whatever the machine's speed."""
+        rows = ledger.shards(rt.db, job.id)
+        if not any(s.status == "running" for s in rows):
+            return False
+        for pid in worker_pids:
+            os.kill(pid, signal.SIGSTOP)
+        if any(s.status in ("pending", "running") for s in ledger.shards(rt.db, job.id)):
+            return True
+        for pid in worker_pids:
+            os.kill(pid, signal.SIGCONT)
+        return False
+
+    cluster.wait(frozen_with_work_left, 120, "a running shard")
+    try:
         assert "cancelled" in _cli("cancel", job.id).output
+    finally:
+        for pid in worker_pids:
+            os.kill(pid, signal.SIGCONT)
     app, queue = cluster.app(), cluster.redis()
 
     def drained():  # every queued task has run as a no-op and nothing is held

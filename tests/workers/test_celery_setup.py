@@ -37,7 +37,7 @@ def test_celery_settings_are_json_only_late_acked_and_routed(settings):
     assert sorted(q.name for q in conf["task_queues"]) == sorted(queues()) == ["evaluate", "generate", "train"]
     assert {name: route["queue"] for name, route in conf["task_routes"].items()} == routes() == {
         "ferqueue.generate_shard": "generate", "ferqueue.merge_store": "generate", "ferqueue.train": "train",
-        "ferqueue.evaluate": "evaluate"}
+        "ferqueue.evaluate_shard": "evaluate", "ferqueue.aggregate_evaluation": "evaluate"}
     assert set(task_names()) <= set(app.tasks), "the worker registers a task for every unit of every kind"
     assert conf["worker_send_task_events"] and conf["worker_max_tasks_per_child"] > 0
     with pytest.raises(ConfigError, match="FERQUEUE_VISIBILITY_TIMEOUT=30"):

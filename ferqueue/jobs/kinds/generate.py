@@ -15,7 +15,8 @@ from ferqueue.jobs.checks import (
     check_subset,
     required,
 )
-from ferqueue.jobs.registry import Finished, JobKind, ShardOutput, Spec, register
+from ferqueue.jobs.registry import Finished, ShardOutput, Spec, register
+from ferqueue.jobs.sharded import FileShards
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class GenerateSpec(Spec):
 
 
 @register
-class Generate(JobKind):
+class Generate(FileShards):
     name = "generate"
     spec_type = GenerateSpec
     queue = "generate"
@@ -88,7 +89,7 @@ class Generate(JobKind):
         model = rt.model(artifact)
         started = time.perf_counter()
         result = parse_attack(shard.attack_spec)(
-            model, x, y, progress=lambda done, total: progress(f"job {job.id} current shard", done, total))
+            model, x, y, ids=indices, progress=lambda done, total: progress(f"job {job.id} current shard", done, total))
         seconds = time.perf_counter() - started
         written = write_shard(
             rt.store_dir(job.id), shard.index, result, source_index=indices, originals=x,
@@ -101,38 +102,10 @@ class Generate(JobKind):
                            size_bytes=written.size_bytes, n_examples=len(indices), n_success=int(result.success.sum()),
                            queries=int(result.queries.sum()), seconds=seconds)
 
-    def discard(self, rt, output: ShardOutput) -> None:
-        rt.store_file(output.path).unlink(missing_ok=True)
-
-    def repair(self, rt, job) -> list[str]:
-        """Every recorded shard file is checked (size, sha256); a missing or altered one is reset
-        to be generated again, and the job, if its merge had claimed it, to run its shards."""
-        from ferqueue.errors import StoreError
-        from ferqueue.store import verify_shard
-
-        messages = []
-        for shard in ledger.shards(rt.db, job.id):
-            if not shard.done:
-                continue
-            try:
-                verify_shard(rt.store_file(shard.path), shard.sha256, shard.size_bytes)
-            except StoreError as exc:
-                if ledger.reset_shard(rt.db, shard.id, f"reset by resume: {exc}"):
-                    messages.append(f"job {job.id} shard {shard.index} ({shard.attack_key}, {shard.start}:{shard.stop}): "
-                                    f"{exc}; reset, it will be generated again")
-        if messages:
-            ledger.unclaim_finish(rt.db, job.id)
-        return messages
-
-    def exclusive(self, rt, job_id: int):
-        from ferqueue.store.layout import merge_lock
-
-        return merge_lock(rt.store_dir(job_id))
-
     def finish(self, rt, job, progress) -> Finished:
         """Merge the verified shards into the job's store (under the store's merge lock)."""
         from ferqueue.store import merge_shards
-        from ferqueue.store.layout import STORE_FILE, discard_unrecorded_files
+        from ferqueue.store.layout import STORE_FILE
 
         spec = self.spec(job.spec)
         directory = rt.store_dir(job.id)
@@ -164,5 +137,5 @@ class Generate(JobKind):
             "merge_seconds": time.perf_counter() - started,
             "queries": int(sum(r.queries for r in rows)),
         }
-        discard_unrecorded_files(directory, keep={out, *(rt.store_file(r.path) for r in rows)})
+        self.keep_only_recorded(rt, job.id, extra=(out,))
         return Finished(result, store=(rt.relative_to_store(out), sha, size))

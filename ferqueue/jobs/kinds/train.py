@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from ferqueue.db import ledger
 from ferqueue.errors import ConfigError, StoreError, describe
 from ferqueue.jobs.checks import required
@@ -70,28 +68,29 @@ class Train(JobKind):
             raise
 
     def _train(self, rt, spec: TrainSpec, run, ds_row, dataset, split, progress) -> dict:
+        from ferqueue.data.stream import DatasetExamples, StoredExamples, Stream
         from ferqueue.models import build_model, save_model
-        from ferqueue.train import train_model
+        from ferqueue.train import train_stream
 
         rt.tensorflow()
-        x_train, y_train = dataset.take(split.train)
-        x_test, y_test = dataset.take(split.test)
-        generation = {}
-        if spec.mode == OFFLINE_ADV:
-            x_adv, y_adv, generation = _stored_examples(rt, spec.store_job_id, ds_row, split)
-            x_train = np.concatenate([x_train, x_adv])
-            y_train = np.concatenate([y_train, y_adv])
         config = spec.config()
+        sources = [DatasetExamples(dataset, split.train)]
+        generation = {}
+        if spec.mode == OFFLINE_ADV:  # original + stored examples, shuffled together, read as they go
+            store, generation = _store_of_training_images(rt, spec.store_job_id, ds_row, split)
+            sources += [StoredExamples(store, key) for key in store.attacks]
+        train = Stream(sources, config.batch_size, config.seed)
+        val = Stream([DatasetExamples(dataset, split.test)], max(config.batch_size, 128))
         built = build_model(spec.architecture, len(ds_row.class_names), ds_row.image_size,
                             weights=spec.weights, seed=config.seed)
-        result = train_model(
-            built.model, x_train, y_train, config, x_test, y_test,
+        result = train_stream(
+            built.model, train, config, val,
             progress=lambda epoch, epochs, _logs: progress(f"train {spec.architecture} {spec.mode}", epoch, epochs),
         )
         path, sha = save_model(built.model, rt.settings.artifact_root, f"{spec.architecture}-{spec.mode}-run{run.id}")
         artifact = ledger.register_artifact(
-            rt.db, architecture=spec.architecture, path=rt.relative_to_artifacts(path), sha256=sha, num_params=built.num_params,
-            image_size=ds_row.image_size, class_names=list(ds_row.class_names), weights=built.weights,
+            rt.db, architecture=spec.architecture, path=rt.relative_to_artifacts(path), sha256=sha,
+            num_params=built.num_params, image_size=ds_row.image_size, class_names=list(ds_row.class_names), weights=built.weights,
             size_bytes=path.stat().st_size,
         )
         ledger.update_run(
@@ -106,14 +105,12 @@ class Train(JobKind):
                 "val_accuracy": result.history["val_accuracy"][-1], "wall_seconds": result.wall_seconds}
 
 
-def _stored_examples(rt, store_job_id: int, ds_row, split) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Every stored example of a finished generation job of this split's training images,
-    and the job's cost (charged to the run that trains on it)."""
+def _store_of_training_images(rt, store_job_id: int, ds_row, split):
+    """The store of a finished generation job of this split's training images, and the job's
+    cost (charged to the run that trains on it)."""
     store_job, store = rt.finished_store(store_job_id)
     store.check_provenance(dataset_fingerprint=ds_row.fingerprint, split_fingerprint=split.fingerprint)
     if store.attrs.get("subset") != "train":
         raise StoreError(f"store {store.path} was made from the {store.attrs.get('subset')} subset; "
                          "training on it would leak test images")
-    parts = [store.read(key, ("images", "labels")) for key in store.attacks]
-    return (np.concatenate([p["images"] for p in parts]), np.concatenate([p["labels"] for p in parts]),
-            store_job.result or {})
+    return store, store_job.result or {}

@@ -1,0 +1,47 @@
+"""What kinds whose shards are files in the job's store folder share: discarding a losing
+attempt's file, repairing damaged files before a resume, and the folder's lock around the
+job's finishing unit (a merge, an aggregation)."""
+
+from __future__ import annotations
+
+from ferqueue.db import ledger
+from ferqueue.errors import StoreError
+from ferqueue.jobs.registry import JobKind, ShardOutput
+
+
+class FileShards(JobKind):
+    """A sharded kind whose every shard is one content-addressed file under the job's folder."""
+
+    def discard(self, rt, output: ShardOutput) -> None:
+        rt.store_file(output.path).unlink(missing_ok=True)
+
+    def repair(self, rt, job) -> list[str]:
+        """Every recorded shard file is checked (size, sha256); a missing or altered one is reset
+        to be done again, and the job, if its finishing unit had claimed it, to run its shards."""
+        from ferqueue.store import verify_shard
+
+        messages = []
+        for shard in ledger.shards(rt.db, job.id):
+            if not shard.done:
+                continue
+            try:
+                verify_shard(rt.store_file(shard.path), shard.sha256, shard.size_bytes)
+            except StoreError as exc:
+                if ledger.reset_shard(rt.db, shard.id, f"reset by resume: {exc}"):
+                    messages.append(f"job {job.id} shard {shard.index} ({shard.attack_key}, {shard.start}:{shard.stop}): "
+                                    f"{exc}; reset, it will be done again")
+        if messages:
+            ledger.unclaim_finish(rt.db, job.id)
+        return messages
+
+    def exclusive(self, rt, job_id: int):
+        from ferqueue.store.layout import merge_lock
+
+        return merge_lock(rt.store_dir(job_id))
+
+    def keep_only_recorded(self, rt, job_id: int, extra=()) -> None:
+        """Delete what killed or losing attempts left in the job's folder."""
+        from ferqueue.store.layout import discard_unrecorded_files
+
+        recorded = {rt.store_file(s.path) for s in ledger.shards(rt.db, job_id) if s.path}
+        discard_unrecorded_files(rt.store_dir(job_id), keep={*recorded, *extra})

@@ -482,6 +482,42 @@ def verify_store(rt: Runtime, target: str):
     return job, opened, problems + opened.verify()
 
 
+def outcomes(rt: Runtime, job_id: int, part: str | None = None, fell: bool = False,
+             limit: int | None = None) -> list[dict]:
+    """Every example's outcome in an evaluation job (its finished shards), optionally of one part
+    (an attack key, or 'clean', or 'transfer:KEY') and only those the attack made wrong where the
+    clean image was right."""
+    from ferqueue.store import read_outcomes
+
+    job = ledger.job(rt.db, job_id)
+    if job.kind != "evaluate":
+        raise ConfigError(f"job {job_id} is a {job.kind} job; per-example outcomes belong to evaluation jobs")
+    classes = list(ledger.artifact(rt.db, job.spec["artifact_id"]).class_names)
+    keys = {s.attack_key for s in ledger.shards(rt.db, job_id)}
+    if part is not None:
+        wanted = part if ":" in part else ("clean:none" if part in ("clean", "none") else f"whitebox:{part}")
+        if wanted not in keys:
+            raise ConfigError(f"job {job_id} has no part {part!r}; it has {', '.join(sorted(keys))}")
+    rows = []
+    for shard in ledger.shards(rt.db, job_id):
+        if not shard.done or (part is not None and shard.attack_key != wanted):
+            continue
+        arrays, _attrs = read_outcomes(rt.store_file(shard.path), shard.sha256, shard.size_bytes)
+        for i in range(len(arrays["labels"])):
+            label, adv = int(arrays["labels"][i]), int(arrays["adv_pred"][i])
+            clean = int(arrays["clean_pred"][i])
+            if fell and not (adv != label and clean in (label, -1)):
+                continue
+            rows.append({"part": shard.attack_key, "source_index": int(arrays["source_index"][i]),
+                         "label": classes[label], "clean_prediction": classes[clean] if clean >= 0 else "-",
+                         "prediction": classes[adv], "confidence": float(arrays["adv_conf"][i]),
+                         "success": bool(arrays["success"][i]), "queries": int(arrays["queries"][i]),
+                         "linf": float(arrays["linf"][i]), "l0": int(arrays["l0"][i])})
+            if limit is not None and len(rows) >= limit:
+                return rows
+    return rows
+
+
 def settings_summary(settings: Settings) -> dict[str, str]:
     """The effective settings as `ferqueue info` shows them, passwords masked."""
     import os

@@ -1,5 +1,7 @@
 """Generation, training and evaluation jobs on the local executor, with real files and SQLite."""
 
+import json
+
 import numpy as np
 import pytest
 from fq_helpers import flip_byte, register_tiny, run_job, run_shards
@@ -246,3 +248,54 @@ def test_resume_regenerates_a_damaged_shard_and_says_which(rt, synthetic_small, 
     assert redone.status == "done" and redone.attempts == 2
     _job, store = rt.finished_store(job.id)
     np.testing.assert_array_equal(store.read("fgsm-eps0.01", ("source_index",))["source_index"], split.train)
+
+
+def _evaluation_rows(rt, job_id: int) -> dict:
+    from ferqueue.db.queries import evaluations
+
+    ids = ledger.job(rt.db, job_id).result["evaluation_ids"]
+    keep = ("setting", "attack_key", "n", "accuracy", "f1_weighted", "f1_macro", "confusion", "success_rate",
+            "mean_queries", "mean_linf", "mean_l0", "mean_confidence")
+    return {(e.setting, e.attack_key): {k: getattr(e, k) for k in keep} for e in evaluations(rt.db, ids).values()}
+
+
+def test_sharded_evaluation_gives_exactly_the_metrics_of_one_task(rt, synthetic_small, tiny_model_file):
+    """The same evaluation as one shard and as many (ranges that split the attacks' batches
+    differently): identical rows, random attacks included, as every image draws from its own
+    (seed, index) stream."""
+    ds_row, split_row, split, artifact = register_tiny(rt, synthetic_small, model_file=tiny_model_file)
+    attacks = ["fgsm:eps=0.02", "pgd:eps=0.02,steps=3", "pixel:k=1,method=random,queries=15"]
+    rows = {}
+    for shard_size in (10_000, 20):
+        job = jobs.plan(rt, EvaluateSpec(artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
+                                         attacks=attacks, shard_size=shard_size))
+        assert job.n_shards == (1 + len(attacks)) * (1 if shard_size > len(split.test) else -(-len(split.test) // 20))
+        rows[shard_size] = _evaluation_rows(rt, run_job(rt, job.id).id)
+    assert rows[10_000] == rows[20]
+    assert len(rows[20]) == 4 and rows[20][("clean", "none")]["n"] == len(split.test)
+
+
+def test_outcomes_say_which_images_fall_under_which_attack(rt, synthetic_small, tiny_model_file):
+    from click.testing import CliRunner
+
+    from ferqueue import app
+    from ferqueue.cli import main
+
+    ds_row, split_row, split, artifact = register_tiny(rt, synthetic_small, model_file=tiny_model_file)
+    job = jobs.plan(rt, EvaluateSpec(artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
+                                     attacks=["fgsm:eps=0.05"], shard_size=30))
+    run_job(rt, job.id)
+    every = app.outcomes(rt, job.id, "fgsm-eps0.05")
+    assert sorted(r["source_index"] for r in every) == sorted(split.test.tolist())
+    fell = app.outcomes(rt, job.id, "fgsm-eps0.05", fell=True)
+    assert fell and all(r["prediction"] != r["label"] == r["clean_prediction"] for r in fell)
+    accuracy = ledger.job(rt.db, job.id).result
+    rows = _evaluation_rows(rt, job.id)
+    assert rows[("whitebox", "fgsm-eps0.05")]["accuracy"] == pytest.approx(
+        np.mean([r["prediction"] == r["label"] for r in every]))
+    assert accuracy["clean_accuracy"] == rows[("clean", "none")]["accuracy"]
+    shown = CliRunner().invoke(main, ["outcomes", str(job.id), "--attack", "fgsm-eps0.05", "--fell", "--format",
+                                      "json", "--limit", "0"])
+    assert shown.exit_code == 0 and len(json.loads(shown.output)) == len(fell)
+    missing = CliRunner().invoke(main, ["outcomes", str(job.id), "--attack", "pgd-eps0.1-steps10"])
+    assert missing.exit_code == 1 and "has no part" in missing.output

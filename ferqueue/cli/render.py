@@ -139,6 +139,17 @@ def status_view(view: dict) -> Group:
     return Group(bar, made)
 
 
+def outcomes_table(job_id: int, rows: list[dict]) -> Table:
+    right = ("source index", "confidence", "queries", "L-inf", "L0")
+    made = table(f"job {job_id}: per-example outcomes", ["part", "source index", "label", "clean", "under attack",
+                                                         "confidence", "fell", "queries", "L-inf", "L0"], right)
+    for r in rows:
+        made.add_row(r["part"], str(r["source_index"]), r["label"], r["clean_prediction"], r["prediction"],
+                     fmt(r["confidence"], 3), "yes" if r["prediction"] != r["label"] else "no", str(r["queries"]),
+                     fmt(r["linf"], 4), str(r["l0"]))
+    return made
+
+
 def store_table(path, summary: list[dict]) -> Table:
     made = table(f"store {path}", ["attack key", "params", "examples", "read as", "kept as", "bytes/example",
                                    "success rate", "mean queries"])

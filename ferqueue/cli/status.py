@@ -40,6 +40,24 @@ def status(job_id, watch, interval):
         raise click.ClickException(f"job {job_id} ended {final}")
 
 
+@main.command()
+@click.argument("job_id", type=int)
+@click.option("--attack", "part", help="One part: an attack key (fgsm-eps0.01), clean, or transfer:KEY.")
+@click.option("--fell", is_flag=True, help="Only the examples the attack made wrong (and that were right clean).")
+@click.option("--limit", type=int, default=50, show_default=True, help="At most this many rows (0: all).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+def outcomes(job_id, part, fell, limit, fmt):
+    """Every example's outcome in an evaluation job: which images fall, under which attack."""
+    rt = app.open_runtime(write=False)
+    rows = app.outcomes(rt, job_id, part, fell, limit or None)
+    if fmt == "json":
+        render.echo_json(rows)
+    elif fmt == "csv":
+        render.echo_csv(rows)
+    else:
+        console.print(render.outcomes_table(job_id, rows))
+
+
 @main.command(name="jobs")
 @click.option("--limit", type=int, default=20, show_default=True)
 def list_jobs(limit):

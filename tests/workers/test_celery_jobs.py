@@ -90,6 +90,21 @@ def test_generate_job_completes_on_workers_postgres(make_cluster, pg_settings):
     _generate_on_workers(cluster, rt)
 
 
+def _frozen_mid_shard(rt, job_id: int):
+    """A running shard's pool child, stopped while the ledger still says the shard is running:
+    whatever the machine's speed, a kill then lands between the shard's start and its record.
+    (shard, child pid), or None (the caller waits for the next shard)."""
+    running = [s for s in ledger.shards(rt.db, job_id) if s.status == "running" and s.attempts == 1]
+    if not running:
+        return None
+    child = int(running[0].worker.rsplit(":", 1)[1])
+    os.kill(child, signal.SIGSTOP)
+    if ledger.shard(rt.db, running[0].id).status == "running":
+        return running[0], child
+    os.kill(child, signal.SIGCONT)  # it finished before it stopped
+    return None
+
+
 def test_worker_child_killed_mid_shard_is_redone_without_duplicates(make_cluster):
     cluster = make_cluster()
     rt = cluster.runtime()
@@ -97,20 +112,7 @@ def test_worker_child_killed_mid_shard_is_redone_without_duplicates(make_cluster
     job = _plan(cluster, rt, [SLOW_PIXEL], limit=LIMIT)
     CeleryExecutor(rt).submit(job.id)
 
-    def frozen_mid_shard():
-        """A running shard's child, stopped while the ledger still says the shard is running:
-        whatever the machine's speed, the kill then lands between the shard's start and its record."""
-        running = [s for s in ledger.shards(rt.db, job.id) if s.status == "running" and s.attempts == 1]
-        if not running:
-            return None
-        child = int(running[0].worker.rsplit(":", 1)[1])
-        os.kill(child, signal.SIGSTOP)
-        if ledger.shard(rt.db, running[0].id).status == "running":
-            return running[0], child
-        os.kill(child, signal.SIGCONT)  # it finished before it stopped: wait for the next shard
-        return None
-
-    victim, child_pid = cluster.wait(frozen_mid_shard, 150, "a shard to run")
+    victim, child_pid = cluster.wait(lambda: _frozen_mid_shard(rt, job.id), 150, "a shard to run")
     assert child_pid != worker.pid, "the shard runs in a pool child"
     os.kill(child_pid, signal.SIGKILL)
     cluster.wait_for_job(rt, job.id)
@@ -373,3 +375,47 @@ def test_flower_requires_basic_auth_and_sees_the_workers_events(shared_cluster):
     finally:
         flower.terminate()
         flower.wait(10)
+
+
+def test_an_evaluation_shard_killed_mid_run_is_redone_and_aggregated_once(make_cluster):
+    from ferqueue.db.queries import results
+
+    cluster = make_cluster()
+    rt = cluster.runtime()
+    worker, _node = cluster.start_worker(queues="evaluate", concurrency=1)
+    n_test = len(cluster.split.test)
+    job = jobs.plan(rt, jobs.EvaluateSpec(artifact_id=cluster.artifact.id, dataset_id=cluster.ds_row.id,
+                                          split_id=cluster.split_row.id, attacks=[SLOW_PIXEL], shard_size=30))
+    CeleryExecutor(rt).submit(job.id)
+    victim, child_pid = cluster.wait(lambda: _frozen_mid_shard(rt, job.id), 150, "an evaluation shard to run")
+    os.kill(child_pid, signal.SIGKILL)
+    done = cluster.wait_for_job(rt, job.id)
+    assert done.status == "done", f"{done.error}\n{cluster.log_tail()}"
+    assert ledger.shard(rt.db, victim.id).attempts >= 2 and worker.poll() is None
+    rows = results(rt.db)
+    assert sorted((r["setting"], r["attack_key"]) for r in rows) == [("clean", "none"),
+                                                                      ("whitebox", "pixel-random-k1-q150")]
+    assert all(r["n"] == n_test for r in rows)
+    from ferqueue import app
+
+    seen = [r["source_index"] for r in app.outcomes(rt, job.id, "pixel-random-k1-q150")]
+    assert sorted(seen) == sorted(cluster.split.test.tolist()), "every test image once"
+
+
+def test_an_aggregation_delivered_twice_records_once(shared_cluster, monkeypatch):
+    from ferqueue.db.queries import results
+
+    cluster = shared_cluster
+    cluster.use(monkeypatch)
+    rt = cluster.runtime()
+    job = jobs.plan(rt, jobs.EvaluateSpec(artifact_id=cluster.artifact.id, dataset_id=cluster.ds_row.id,
+                                          split_id=cluster.split_row.id, attacks=["fgsm:eps=0.02"], shard_size=40))
+    assert run_shards(rt, job.id).units == [Unit("evaluate", job.id)], "the last shard claimed the aggregation"
+    executor = CeleryExecutor(rt)
+    sent = [executor.dispatch(Unit("evaluate", job.id))[0] for _ in range(2)]  # two children take one each
+    outcomes = [executor.app.AsyncResult(t).get(timeout=120) for t in sent]
+    assert sum(o["status"] == "done" for o in outcomes) == 1, outcomes
+    finished = ledger.job(rt.db, job.id)
+    assert finished.status == "done" and finished.merge_count == 0
+    mine = [r for r in results(rt.db) if r["evaluation_id"] in finished.result["evaluation_ids"]]
+    assert sorted((r["setting"], r["attack_key"]) for r in mine) == [("clean", "none"), ("whitebox", "fgsm-eps0.02")]

@@ -10,8 +10,6 @@ import os
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
-
 from ferqueue.config import Settings, load_settings
 from ferqueue.db.domain import Artifact, DatasetRecord, Job, SplitRecord
 from ferqueue.db.session import Database, open_database
@@ -156,8 +154,8 @@ class Runtime:
         """source indices -> the dataset's float32 images (what a store's images are decoded against)."""
         from ferqueue.db import ledger
 
-        images = self.dataset(ledger.dataset(self.db, dataset_id)).images
-        return lambda index: np.asarray(images[np.asarray(index)], np.float32)
+        dataset = self.dataset(ledger.dataset(self.db, dataset_id))
+        return lambda index: dataset.take(index)[0]
 
     def open_store(self, job: Job):
         """A generation job's merged store, its file checked against the ledger's sha256, its

@@ -51,6 +51,7 @@ _CSV_USAGE = {"Training": "train", "PublicTest": "validation", "PrivateTest": "t
 _SUBJECT_PREFIX = re.compile(r"S\d+")
 _WORKERS = min(8, os.cpu_count() or 1)  # PIL releases the GIL while decoding and resizing
 _CHUNK = 256
+_SEGMENT = 8192  # images rendered and written to the cache at a time
 
 
 @dataclass(frozen=True)
@@ -354,7 +355,7 @@ def _images(m: _Manifest, fingerprint: str, image_size: int, cache_dir, progress
     shape = (len(m.ids), image_size, image_size, 3)
     if cache_dir is None:
         images = np.empty(shape, dtype=np.float32)
-        _render_into(images, m, image_size, progress)
+        _render_into(images, m, image_size, progress=progress)
         return _frozen(images)
     path = cache_path(cache_dir, m.name, fingerprint, image_size)
     cached = _read_cache(path, shape)
@@ -366,7 +367,7 @@ def _images(m: _Manifest, fingerprint: str, image_size: int, cache_dir, progress
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create cache dir {path.parent}: {exc}") from None
-    return _write_cache(path, shape, lambda out: _render_into(out, m, image_size, progress))
+    return _write_cache(path, shape, m, image_size, progress)
 
 
 def _checksum_path(path: Path) -> Path:
@@ -391,12 +392,21 @@ def _read_cache(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     return images
 
 
-def _write_cache(path: Path, shape, fill: Callable[[np.ndarray], None]) -> np.ndarray:
+def _write_cache(path: Path, shape, m: _Manifest, image_size: int, progress: Progress | None) -> np.ndarray:
+    """Render every image into the cache file, a segment at a time, written in order with plain
+    writes: the memory it takes is one segment, however large the dataset (a memory map would
+    keep every page it wrote resident)."""
+    n = shape[0]
+
     def write(tmp: Path) -> None:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-        fill(out)
-        out.flush()
-        del out
+        segment = np.empty((min(_SEGMENT, n), *shape[1:]), np.float32)
+        with open(tmp, "wb") as out:
+            np.lib.format.write_array_header_2_0(out, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                                                       "fortran_order": False, "shape": shape})
+            for start in range(0, n, _SEGMENT):
+                part = segment[: min(_SEGMENT, n - start)]
+                _render_into(part, m, image_size, start, n, progress)
+                out.write(part.tobytes())
 
     _final, sha = write_atomically(path.parent, write, lambda _sha: path.name, prefix=f".{path.name}.")
     write_atomically(path.parent, lambda tmp: tmp.write_text(sha + "\n"), lambda _sha: _checksum_path(path).name,
@@ -404,11 +414,15 @@ def _write_cache(path: Path, shape, fill: Callable[[np.ndarray], None]) -> np.nd
     return np.load(path, mmap_mode="r")
 
 
-def _render_into(out: np.ndarray, m: _Manifest, image_size: int, progress: Progress | None) -> None:
-    def render(i: int) -> None:
-        out[i] = m.render(i, image_size)
+def _render_into(out: np.ndarray, m: _Manifest, image_size: int, first: int = 0, total: int | None = None,
+                 progress: Progress | None = None) -> None:
+    """Examples first..first+len(out) of the manifest, preprocessed, into ``out``."""
+    total = len(out) if total is None else total
 
-    _parallel(render, len(out), progress)
+    def render(i: int) -> None:
+        out[i] = m.render(first + i, image_size)
+
+    _parallel(render, len(out), None if progress is None else (lambda done, _n: progress(first + done, total)))
 
 
 def _parallel(fn: Callable[[int], object], n: int, progress: Progress | None = None) -> list:

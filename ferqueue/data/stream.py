@@ -65,8 +65,8 @@ class DatasetExamples(Examples):
         return len(self.indices)
 
     def read(self, start: int, stop: int):
-        index = self.indices[start:stop]
-        return np.asarray(self.dataset.images[index], np.float32), np.asarray(self.dataset.labels[index], np.int64)
+        x, y = self.dataset.take(self.indices[start:stop])
+        return x, y.astype(np.int64)
 
 
 class StoredExamples(Examples):

@@ -305,3 +305,18 @@ def test_synthetic_is_cached_too(tmp_path):
     second = load_dataset("synthetic:14", 16, cache_dir=tmp_path)
     assert (tmp_path / f"synthetic-{first.fingerprint[:16]}-16.npy").exists()
     np.testing.assert_array_equal(first.images, second.images)
+
+
+def test_take_reads_the_cache_file_as_its_memory_map_would(tmp_path):
+    """Images read from the cache with plain reads (so they do not stay resident) equal the
+    memory map's, in any order, with repeats."""
+    data = load_dataset("synthetic:300", 24, cache_dir=tmp_path)
+    assert isinstance(data.images, np.memmap)
+    for index in (np.arange(300), np.array([299, 0, 5, 5, 6, 7, 150]), np.array([], np.int64),
+                  np.random.default_rng(0).permutation(300)[:77]):
+        x, y = data.take(index)
+        np.testing.assert_array_equal(x, np.asarray(data.images[index]))
+        np.testing.assert_array_equal(y, data.labels[index])
+        assert x.flags.writeable and x.dtype == np.float32
+    with pytest.raises(IndexError):
+        data.take(np.array([300]))

@@ -81,6 +81,8 @@ def celery_config(settings: Settings) -> dict:
         "task_default_queue": queues()[0],
         "task_create_missing_queues": False,
         "worker_max_tasks_per_child": MAX_TASKS_PER_CHILD,
+        # a pool child imports and starts TensorFlow before it reports up (workers/celery_app.py)
+        "worker_proc_alive_timeout": 120,
         # events for Flower (workers also start with -E)
         "worker_send_task_events": True,
         "task_send_sent_event": True,

@@ -51,6 +51,15 @@ class Runtime:
             configure_tensorflow(self.settings.tf_threads)
             self._tf_ready = True
 
+    def warm_up(self) -> None:
+        """Pay TensorFlow's import and start-up now (a worker's pool child, just forked), not in
+        the first task of the first job."""
+        self.tensorflow()
+        import keras  # noqa: F401
+        import tensorflow as tf
+
+        float(tf.reduce_sum(tf.ones((2, 2))))
+
     # -- data ------------------------------------------------------------------------------------
 
     def dataset(self, row: DatasetRecord, progress=None):

@@ -53,8 +53,10 @@ def _refuse_to_start_unready(**_kwargs) -> None:
 
 @signals.worker_process_init.connect
 def _fresh_child(**_kwargs) -> None:
-    """A forked pool child drops the parent's pooled DB connections and runtime."""
+    """A forked pool child drops the parent's pooled DB connections and runtime, and warms up
+    (TensorFlow imported and started) before its first task: a job's first shard does not pay it."""
     from ferqueue.db.session import dispose_engines
 
     dispose_engines()
     reset_runtime()
+    runtime().warm_up()

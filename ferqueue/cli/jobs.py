@@ -101,14 +101,15 @@ def submit_train(dataset, image_size, split, seed, test_fraction, architecture, 
 @subset_option("test")
 @click.option("--transfer-store-job", type=int, help="Also score the stored examples of this generation job.")
 @click.option("--limit", type=int, help="Evaluate only the first N images of the subset.")
+@click.option("--shard-size", type=int, default=1024, show_default=True, help="Images per evaluation shard task.")
 @_experiment_option
 def submit_evaluate(artifact, dataset, image_size, split, seed, test_fraction, attacks, subset, transfer_store_job,
-                    limit, experiment, local, quiet):
+                    limit, shard_size, experiment, local, quiet):
     """Clean and attacked metrics of a model, written to the results tables."""
     def spec(rt):
         ds_row, split_row = app.dataset_and_split(rt, dataset, image_size, split, seed, test_fraction)
         return EvaluateSpec(artifact_id=artifact, dataset_id=ds_row.id, split_id=split_row.id, attacks=list(attacks),
-                            subset=subset, transfer_store_job_id=transfer_store_job, limit=limit)
+                            subset=subset, transfer_store_job_id=transfer_store_job, limit=limit, shard_size=shard_size)
 
     _submit(local, quiet, experiment, spec)
 

@@ -3,49 +3,68 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 
 import click
 from rich.live import Live
 
 from ferqueue import app
 from ferqueue.cli import render
-from ferqueue.cli.base import console, main
+from ferqueue.cli.base import Output, console, main, output_options
 from ferqueue.db import ledger, queries
 from ferqueue.vocabulary import DONE
 
 
-def watch_job(rt, job_id: int, interval: float = 1.0) -> str:
-    """Keep the job's status view live until it ends; returns its final status."""
+def watch_job(rt, job_id: int, interval: float = 1.0, live: bool = True, wide: bool = False) -> str:
+    """Wait until the job ends, its status view live on the console (unless not ``live``);
+    returns its final status."""
     view = queries.job_view(rt.db, job_id)
-    with Live(render.status_view(view), console=console, refresh_per_second=4) as live:
+    with Live(render.status_view(view, wide), console=console, refresh_per_second=4) if live else nullcontext() as shown:
         while not view["job"].final:
             time.sleep(interval)  # the ledger is polled; it sends no events
             view = queries.job_view(rt.db, job_id)
-            live.update(render.status_view(view))
+            if live:
+                shown.update(render.status_view(view, wide))
     return view["job"].status
+
+
+def print_status(rt, job_id: int, out: Output) -> None:
+    view = queries.job_view(rt.db, job_id)
+    if out.as_table:
+        console.print(render.status_view(view, out.wide))
+    else:
+        render.echo_json(view)
 
 
 @main.command()
 @click.argument("job_id", type=int)
 @click.option("--watch", "-w", is_flag=True, help="Keep the view live until the job finishes.")
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between refreshes.")
-def status(job_id, watch, interval):
-    """Per-shard (or per-step) progress of a job."""
+@output_options()
+def status(job_id, watch, interval, out: Output):
+    """Per-shard (or per-step) progress of a job (with --format json: once it ends, with --watch)."""
     rt = app.open_runtime(write=False)
     if not watch:
-        console.print(render.status_view(queries.job_view(rt.db, job_id)))
+        print_status(rt, job_id, out)
         return
-    final = watch_job(rt, job_id, interval)
+    final = watch_job(rt, job_id, interval, live=out.as_table, wide=out.wide)
+    if not out.as_table:
+        print_status(rt, job_id, out)
     if final != DONE:
         raise click.ClickException(f"job {job_id} ended {final}")
 
 
 @main.command(name="jobs")
 @click.option("--limit", type=int, default=20, show_default=True)
-def list_jobs(limit):
+@output_options()
+def list_jobs(limit, out: Output):
     """Recent top-level jobs."""
     rt = app.open_runtime(write=False)
-    console.print(render.jobs_table(queries.jobs(rt.db, limit)))
+    rows = queries.jobs(rt.db, limit)
+    if out.as_table:
+        console.print(render.jobs_table(rows, out.wide))
+    else:
+        render.echo_json(rows)
 
 
 @main.command()

@@ -1,9 +1,10 @@
-"""`ferqueue status | jobs`: what the ledger says of jobs, once or live."""
+"""`ferqueue status | jobs | cancel | metrics`: what the ledger says of jobs, once, live or for Prometheus."""
 
 from __future__ import annotations
 
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import click
 from rich.live import Live
@@ -74,3 +75,22 @@ def cancel(job_id):
     changed = ledger.cancel_job(app.open_runtime(write=False).db, job_id)
     console.print(f"job {job_id}: {changed} jobs and shards cancelled" if changed
                   else f"job {job_id} had nothing left to cancel")
+
+
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Replace this file atomically (node_exporter's textfile collector reads *.prom) instead of "
+                   "printing.")
+def metrics(out):
+    """Job and shard counts (by kind and status) and shard attempts, in Prometheus's text format.
+
+    Run it every minute with --out into node_exporter's textfile folder; Flower's /metrics
+    has Celery's own task and worker series.
+    """
+    from ferqueue.metrics import exposition, write_textfile
+
+    text = exposition(queries.ledger_counts(app.open_runtime(write=False).db))
+    if out:
+        console.print(f"wrote {write_textfile(out, text)}")
+    else:
+        click.echo(text, nl=False)

@@ -140,6 +140,9 @@ def worker(queues, concurrency, tf_threads, hostname, loglevel, max_tasks_per_ch
     os.execv(argv[0], argv)  # the worker replaces this process: signals reach Celery directly
 
 
+FLOWER_TASK_COLUMNS = "name,kwargs,state,received,started,runtime,worker,uuid"
+
+
 @main.command()
 @click.option("--port", type=int, default=5555, show_default=True)
 @click.option("--address", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: all).")
@@ -159,6 +162,8 @@ def flower(port, address, no_auth, dry_run):
             raise ConfigError(f"FERQUEUE_FLOWER_USER {user!r} must not contain ':' and neither value may contain ','")
         # through the environment, not argv: a password on the command line shows in `ps`
         os.environ["FLOWER_BASIC_AUTH"] = f"{user}:{password}"
+    # the task list shows each task's keyword arguments (job_id, shard_id) beside its name
+    os.environ.setdefault("FLOWER_TASKS_COLUMNS", FLOWER_TASK_COLUMNS)
     argv = _celery_argv("flower", f"--port={port}", f"--address={address}")
     if dry_run:
         click.echo(" ".join(argv) + ("" if no_auth else "  (basic auth from FLOWER_BASIC_AUTH)"))

@@ -17,7 +17,15 @@ from ferqueue.db.tables import (
     ShardRow,
     SplitRow,
 )
-from ferqueue.vocabulary import ACTIVE_JOB_STATES, CLEAN, DONE, EVAL_SETTINGS, EXTERNAL, TRAINING_MODES, mode_rank
+from ferqueue.vocabulary import (
+    ACTIVE_JOB_STATES,
+    CLEAN,
+    DONE,
+    EVAL_SETTINGS,
+    EXTERNAL,
+    TRAINING_MODES,
+    mode_rank,
+)
 
 
 def results(db: Database, experiment_id: int | None = None, setting: str | None = None) -> list[dict]:

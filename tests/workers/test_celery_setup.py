@@ -25,6 +25,19 @@ def _cli(*args, env=None):
     return CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
 
 
+def test_tasks_name_their_job_and_shard_and_held_work_is_known_by_them():
+    from ferqueue.jobs import Unit
+    from ferqueue.queue import held_key
+
+    shard, merge = Unit("generate", 7, 31), Unit("generate", 7)
+    assert shard.kwargs == {"job_id": 7, "shard_id": 31} and merge.kwargs == {"job_id": 7}
+    # what a worker reports of its active and reserved tasks (Request.info)
+    assert held_key({"name": shard.task, "args": [], "kwargs": shard.kwargs}) == ("ferqueue.generate_shard", 31)
+    assert held_key({"name": merge.task, "args": [], "kwargs": merge.kwargs}) == ("ferqueue.merge_store", 7)
+    assert held_key({"name": "ferqueue.generate_shard", "args": [7, 31], "kwargs": {}}) == ("ferqueue.generate_shard", 31)
+    assert held_key({"name": "ferqueue.train", "args": [], "kwargs": {}}) is None
+
+
 def test_celery_settings_are_json_only_late_acked_and_routed(settings):
     from ferqueue.queue import celery_config, queues, routes, task_names
     from workers.tasks import app

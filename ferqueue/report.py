@@ -192,7 +192,6 @@ def write_report(rt: Runtime, out: Path, experiment: str | None = None, run_id: 
                  examples: bool = True) -> list[Path]:
     """Write the report folder for an experiment (name or id) or a single training run."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if run_id is not None:
         run_row = ledger.run(rt.db, run_id)
         exp_id = run_row.experiment_id
@@ -208,6 +207,7 @@ def write_report(rt: Runtime, out: Path, experiment: str | None = None, run_id: 
     rows = [r for r in results(rt.db, exp_id) if r["artifact_id"] in artifact_ids]
     if not runs:
         raise LedgerError(f"{title} has no training runs to report")
+    out.mkdir(parents=True, exist_ok=True)  # only once there is something to report
     written: list[Path] = []
     history = histories(rt.db, [r["run_id"] for r in runs])
     evals = evaluations(rt.db, [r["evaluation_id"] for r in rows])

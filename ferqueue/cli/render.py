@@ -152,8 +152,9 @@ def comparison_tables(data: dict, wide: bool = False) -> tuple[Table, Table]:
         accuracy.add_row(row["setting"], row["attack"], fmt(row["epsilon"], 2), *cells)
     columns = ["training", "train s", "generation s", "total s", "gradient evals", "generation evals", "total evals",
                "examples seen"]
-    compute = FittedTable("compute (summed over folds): training, plus the generation job an offline run consumes",
-                          columns, tuple(columns[1:]), wide=wide, wide_only=("gradient evals", "generation evals"))
+    compute = FittedTable("compute (summed over folds)", columns, tuple(columns[1:]), wide=wide,
+                          wide_only=("gradient evals", "generation evals"))
+    compute.caption = "training, plus the generation job an offline run consumes"
     for row in data["compute"]:
         compute.add_row(row["mode"], fmt(row["train_seconds"], 1), fmt(row["generation_seconds"], 1),
                         fmt(row["total_seconds"], 1), f"{row['gradient_evals']:,}", f"{row['generation_evals']:,}",

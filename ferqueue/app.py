@@ -532,3 +532,16 @@ def settings_summary(settings: Settings) -> dict[str, str]:
             "broker": maybe_sanitize_url(settings.broker_url) if settings.broker_url else "-",
             "KERAS_HOME": os.environ.get("KERAS_HOME", "~/.keras")}
 
+
+def device_summary() -> dict:
+    """The devices TensorFlow sees and the batch size each attack uses on them."""
+    import tensorflow as tf
+
+    from ferqueue.attacks import attack_classes
+    from ferqueue.models import engine
+
+    gpus = engine.accelerators()
+    return {"devices": engine.devices(), "accelerators": [d.name for d in gpus],
+            "built_with_cuda": tf.test.is_built_with_cuda(),
+            "attack_batch_sizes": {cls.name: engine.batch_size(cls.default_batch_size, bool(gpus))
+                                   for cls in attack_classes()}}

@@ -1,7 +1,7 @@
 """A cluster of local worker processes: one harness for the tests, the benchmarks and demos.
 
 A ``LocalCluster`` is a set of FERQUEUE_* settings (home, database, broker) and the
-``ferqueue worker`` processes started with them. Each worker runs in its own session
+``ferqueue worker`` (and ``ferqueue flower``) processes started with them. Each worker runs in its own session
 (process group), so a whole worker, pool children included, can be killed at once; each
 logs to its own file. Waiting is on a condition, checked every ``interval`` seconds, with a
 deadline, and a timeout raises ``ClusterTimeout`` with the tail of every log.
@@ -9,13 +9,18 @@ deadline, and a timeout raises ``ClusterTimeout`` with the tail of every log.
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -42,6 +47,41 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
         time.sleep(interval)
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Flower:
+    """A running ``ferqueue flower`` with basic auth, on 127.0.0.1."""
+
+    process: subprocess.Popen
+    port: int
+    user: str
+    password: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, auth: bool = True, timeout: float = 5) -> tuple[int, str]:
+        """(HTTP status, body) of ``path``, with the credentials unless not ``auth``; status 0
+        when nothing answers."""
+        request = urllib.request.Request(self.url + path)
+        if auth:
+            token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, ""
+        except OSError:
+            return 0, ""
+
+
 class LocalCluster:
     """Settings plus the worker processes started with them, under ``root`` (logs, home)."""
 
@@ -51,6 +91,7 @@ class LocalCluster:
         self.env = dict(env)
         self.cwd = cwd
         self.workers: list[subprocess.Popen] = []
+        self.services: list[subprocess.Popen] = []  # Flower
         self.logs: dict[int, Path] = {}
 
     @property
@@ -98,6 +139,18 @@ class LocalCluster:
                   timeout, f"worker {node} to answer a ping")
         return proc, node
 
+    def start_flower(self, user: str = "ops", password: str = "s3cret", timeout: float = 60) -> Flower:
+        """Start ``ferqueue flower`` with basic auth on a free port; returns once its task API
+        answers (it has subscribed to the workers' events)."""
+        port = free_port()
+        proc = self.spawn([FERQUEUE, "flower", "--port", str(port)], f"flower{len(self.services)}",
+                          FERQUEUE_FLOWER_USER=user, FERQUEUE_FLOWER_PASSWORD=password)
+        self.services.append(proc)
+        flower = Flower(proc, port, user, password)
+        self.wait(lambda: proc.poll() is None and flower.get("/api/tasks")[0] == 200, timeout,
+                  f"Flower on port {port} to answer")
+        return flower
+
     def spawn(self, argv: list[str], name: str, **extra_env: str) -> subprocess.Popen:
         """A process of the cluster in its own session, logging to ``root/<name>.log``."""
         log = self.root / f"{name}.log"
@@ -118,7 +171,11 @@ class LocalCluster:
             proc.wait(10)
 
     def stop(self) -> None:
-        """Stop every worker; kill what a warm shutdown leaves (pool children of a killed worker)."""
+        """Stop Flower and every worker; kill what a warm shutdown leaves (pool children of a
+        killed worker)."""
+        for proc in self.services:
+            self.kill(proc, signal.SIGTERM)
+        self.services.clear()
         for proc in self.workers:
             try:
                 self.kill(proc, signal.SIGTERM)

@@ -2,9 +2,11 @@
 job registry), and the executor that sends units to the workers.
 
 The deployment (``workers/``) builds its app with ``make_app`` and registers one thin task
-per name in ``task_names()``; nothing here imports it. Task names are the wire contract
-between the two: ``ferqueue.generate_shard`` and ``ferqueue.evaluate_shard`` with (job id, shard id),
-``ferqueue.merge_store``, ``ferqueue.aggregate_evaluation`` and ``ferqueue.train`` with (job id).
+per name in ``task_names()``; nothing here imports it. Task names and keyword arguments are
+the wire contract between the two: ``ferqueue.generate_shard`` and ``ferqueue.evaluate_shard``
+with ``job_id`` and ``shard_id``; ``ferqueue.merge_store``, ``ferqueue.aggregate_evaluation``
+and ``ferqueue.train`` with ``job_id``. Sent by name, they read in Flower's task list as the
+job and shard they serve.
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ class CeleryExecutor(Executor):
     def dispatch(self, unit: Unit, in_flight: InFlight = frozenset()) -> list[str]:
         if (unit.task, unit.key) in in_flight:
             return []
-        result = self.app.send_task(unit.task, args=unit.args, queue=unit.queue, routing_key=unit.queue)
+        result = self.app.send_task(unit.task, kwargs=unit.kwargs, queue=unit.queue, routing_key=unit.queue)
         return [result.id]
 
     def in_flight(self, timeout: float = 1.0) -> InFlight:
@@ -141,11 +143,18 @@ class CeleryExecutor(Executor):
         held: set[tuple[str, int]] = set()
         for reply in (inspect.active() or {}, inspect.reserved() or {}):
             for tasks in reply.values():
-                for task in tasks:
-                    args = task.get("args") or []
-                    if args:  # a shard task's key is its shard id, the others' their job id
-                        held.add((task["name"], int(args[-1])))
+                held.update(key for key in map(held_key, tasks) if key)
         return frozenset(held)
+
+
+def held_key(task: dict) -> tuple[str, int] | None:
+    """(task name, unit key) of a task a worker reports: a shard task's key is its shard id, the
+    others' their job id. A task sent with positional arguments (job id[, shard id]) counts too."""
+    kwargs = task.get("kwargs") or {}
+    key = kwargs.get("shard_id", kwargs.get("job_id"))
+    if key is None and task.get("args"):
+        key = task["args"][-1]
+    return (task["name"], int(key)) if key is not None else None
 
 
 def run_task(rt, app: Celery, job_id: int, shard_id: int | None = None) -> dict:

@@ -1,4 +1,5 @@
-"""Reports: PNG plots and a Markdown summary of an experiment (or of one training run).
+"""Reports: PNG plots, a Markdown summary and a self-contained HTML page of an experiment (or of one
+training run).
 
 - curves-run<N>.png: loss and accuracy per epoch, training and validation (the paper's Fig. 9);
 - confusion-<model>.png: confusion matrices, clean and under attack (Fig. 10);
@@ -6,12 +7,17 @@
 - examples-<model>.png: original, FGSM and one-pixel images with prediction and confidence
   (Figs. 4-7), the attacks re-run on that model;
 - summary.md: the paper's Table 1 (parameters, time, accuracy), compute, results and the
-  classification report of every model.
+  classification report of every model;
+- index.html: the same tables and every plot on one page that opens from the folder without
+  a server (the PNGs are embedded).
 """
 
 from __future__ import annotations
 
+import base64
 import math
+from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +168,16 @@ def plot_examples(rt: Runtime, artifact: Artifact, ds_row: DatasetRecord, split_
     return _save(fig, out / f"examples-{artifact.architecture}-{artifact.id}.png")
 
 
+@dataclass(frozen=True)
+class Section:
+    """One table of the report, written to summary.md and index.html alike."""
+
+    heading: str
+    header: list[str]
+    body: list[list]
+    note: str = ""
+
+
 def _md_table(header: list[str], body: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
@@ -176,7 +192,6 @@ def write_report(rt: Runtime, out: Path, experiment: str | None = None, run_id: 
                  examples: bool = True) -> list[Path]:
     """Write the report folder for an experiment (name or id) or a single training run."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if run_id is not None:
         run_row = ledger.run(rt.db, run_id)
         exp_id = run_row.experiment_id
@@ -192,6 +207,7 @@ def write_report(rt: Runtime, out: Path, experiment: str | None = None, run_id: 
     rows = [r for r in results(rt.db, exp_id) if r["artifact_id"] in artifact_ids]
     if not runs:
         raise LedgerError(f"{title} has no training runs to report")
+    out.mkdir(parents=True, exist_ok=True)  # only once there is something to report
     written: list[Path] = []
     history = histories(rt.db, [r["run_id"] for r in runs])
     evals = evaluations(rt.db, [r["evaluation_id"] for r in rows])
@@ -215,10 +231,13 @@ def write_report(rt: Runtime, out: Path, experiment: str | None = None, run_id: 
                 continue
             written.append(plot_examples(rt, ledger.artifact(rt.db, artifact_id), ledger.dataset(rt.db, ev.dataset_id),
                                          ledger.split(rt.db, ev.split_id), out, _label(arows[0])))
+    sections = _sections(rt, exp_id, runs, rows, evals)
+    figures = [p for p in written if p.suffix == ".png"]
     summary = out / "summary.md"
-    summary.write_text(_summary_markdown(rt, title, exp_id, runs, rows, evals, written))
-    written.append(summary)
-    return written
+    summary.write_text(_markdown(title, sections, figures))
+    page = out / "index.html"
+    page.write_text(_html(title, sections, figures), encoding="utf-8")
+    return [*written, summary, page]
 
 
 def _confusion_choice(arows: list[dict]) -> list[dict]:
@@ -236,45 +255,107 @@ def _epochs(run: dict) -> str:
     return f"{run['epochs']} + {run['probe_epochs']} probe" if run["probe_epochs"] else str(run["epochs"])
 
 
-def _summary_markdown(rt, title, exp_id, runs, rows, evals, written) -> str:
+def _sections(rt, exp_id, runs, rows, evals) -> tuple[list[Section], list[Section]]:
+    """(the summary: Table 1, the comparison by training mode and its compute; the details:
+    every evaluation and the per-class report of every model on its clean test set)."""
     clean = {r["artifact_id"]: r for r in rows if r["setting"] == CLEAN}
-    parts = [f"# ferqueue report: {title}", ""]
-    parts += ["## Table 1: models (parameters, training time, accuracy)", "",
-              _md_table(["run", "model", "training", "parameters", "weights", "epochs", "training s",
-                         "generation s (offline)", "clean test accuracy", "F1 (weighted)"],
-                        [[r["run_id"], r["model"], r["mode"], f"{r['num_params']:,}" if r["num_params"] else "-",
-                          r["weights"] or "-", _epochs(r), _f(r["wall_seconds"], 1), _f(r["generation_seconds"], 1),
-                          _f(clean.get(r["artifact_id"], {}).get("accuracy")),
-                          _f(clean.get(r["artifact_id"], {}).get("f1_weighted"))] for r in runs]), ""]
+    sections = [Section(
+        "Table 1: models (parameters, training time, accuracy)",
+        ["run", "model", "training", "parameters", "weights", "epochs", "training s", "generation s (offline)",
+         "clean test accuracy", "F1 (weighted)"],
+        [[r["run_id"], r["model"], r["mode"], f"{r['num_params']:,}" if r["num_params"] else "-", r["weights"] or "-",
+          _epochs(r), _f(r["wall_seconds"], 1), _f(r["generation_seconds"], 1),
+          _f(clean.get(r["artifact_id"], {}).get("accuracy")), _f(clean.get(r["artifact_id"], {}).get("f1_weighted"))]
+         for r in runs])]
     if exp_id is not None:
         comp = comparison(rt.db, exp_id)
         if comp["modes"]:
-            parts += ["## Accuracy by training mode", "",
-                      "White-box attacks are re-run on the model being judged; transfer examples were made once "
-                      "against another model (the baseline), so a transfer row is not white-box robustness.", "",
-                      _md_table(["setting", "attack", "ε", *comp["modes"]],
-                                [[c["setting"], c["attack"], _f(c["epsilon"], 2),
-                                  *[_f(float(np.mean(c["values"][m]))) if c["values"].get(m) else "-"
-                                    for m in comp["modes"]]] for c in comp["accuracy"]]), ""]
-            parts += ["## Compute", "",
-                      _md_table(["training", "train s", "generation s", "total s", "gradient evals",
-                                 "generation evals", "examples seen"],
-                                [[c["mode"], _f(c["train_seconds"], 1), _f(c["generation_seconds"], 1),
-                                  _f(c["total_seconds"], 1), f"{c['gradient_evals']:,}", f"{c['generation_evals']:,}",
-                                  f"{c['examples_seen']:,}"] for c in comp["compute"]]), ""]
-    parts += ["## All evaluations", "",
-              _md_table(["model", "training", "setting", "attack", "ε", "n", "accuracy", "precision (w)",
-                         "recall (w)", "F1 (w)", "attack success", "confidence"],
-                        [[f"{r['model']}#{r['artifact_id']}", r["mode"], r["setting"], r["attack_key"],
-                          _f(r["epsilon"], 2), r["n"], _f(r["accuracy"]), _f(r["precision_weighted"]),
-                          _f(r["recall_weighted"]), _f(r["f1_weighted"]), _f(r["success_rate"]),
-                          _f(r["mean_confidence"], 3)] for r in rows]), ""]
+            sections.append(Section(
+                "Accuracy by training mode", ["setting", "attack", "ε", *comp["modes"]],
+                [[c["setting"], c["attack"], _f(c["epsilon"], 2),
+                  *[_f(float(np.mean(c["values"][m]))) if c["values"].get(m) else "-" for m in comp["modes"]]]
+                 for c in comp["accuracy"]],
+                "White-box attacks are re-run on the model being judged; transfer examples were made once against "
+                "another model (the baseline), so a transfer row is not white-box robustness."))
+            sections.append(Section(
+                "Compute", ["training", "train s", "generation s", "total s", "gradient evals", "generation evals",
+                            "examples seen"],
+                [[c["mode"], _f(c["train_seconds"], 1), _f(c["generation_seconds"], 1), _f(c["total_seconds"], 1),
+                  f"{c['gradient_evals']:,}", f"{c['generation_evals']:,}", f"{c['examples_seen']:,}"]
+                 for c in comp["compute"]]))
+    details = [Section(
+        "All evaluations", ["model", "training", "setting", "attack", "ε", "n", "accuracy", "precision (w)",
+                            "recall (w)", "F1 (w)", "attack success", "confidence"],
+        [[f"{r['model']}#{r['artifact_id']}", r["mode"], r["setting"], r["attack_key"], _f(r["epsilon"], 2), r["n"],
+          _f(r["accuracy"]), _f(r["precision_weighted"]), _f(r["recall_weighted"]), _f(r["f1_weighted"]),
+          _f(r["success_rate"]), _f(r["mean_confidence"], 3)] for r in rows])]
     for _artifact_id, row in sorted(clean.items()):
         report = evals[row["evaluation_id"]].report
         classes = [k for k in report if isinstance(report[k], dict) and k not in ("macro avg", "weighted avg")]
-        body = [[k, _f(report[k]["precision"], 2), _f(report[k]["recall"], 2), _f(report[k]["f1-score"], 2),
-                 int(report[k]["support"])] for k in (*classes, "macro avg", "weighted avg")]
-        parts += [f"## Classification report: {_label(row)} (clean test set, accuracy {row['accuracy']:.4f})", "",
-                  _md_table(["class", "precision", "recall", "f1-score", "support"], body), ""]
-    parts += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in written if p.suffix == ".png"]
+        details.append(Section(
+            f"Classification report: {_label(row)} (clean test set, accuracy {row['accuracy']:.4f})",
+            ["class", "precision", "recall", "f1-score", "support"],
+            [[k, _f(report[k]["precision"], 2), _f(report[k]["recall"], 2), _f(report[k]["f1-score"], 2),
+              int(report[k]["support"])] for k in (*classes, "macro avg", "weighted avg")]))
+    return sections, details
+
+
+def _markdown(title: str, sections: tuple[list[Section], list[Section]], figures: list[Path]) -> str:
+    parts = [f"# ferqueue report: {title}", ""]
+    for section in [*sections[0], *sections[1]]:
+        parts += [f"## {section.heading}", ""] + ([section.note, ""] if section.note else [])
+        parts += [_md_table(section.header, section.body), ""]
+    parts += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]
     return "\n".join(parts) + "\n"
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0 1em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; } th { background: #f3f3f3; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+p.note { color: #555; max-width: 60em; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.9em; }
+"""
+
+
+def _html_table(section: Section) -> str:
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in section.header)
+    rows = []
+    for row in section.body:
+        cells = "".join(f'<td class="num">{escape(str(c))}</td>' if _numeric(c) else f"<td>{escape(str(c))}</td>"
+                        for c in row)
+        rows.append(f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _numeric(cell) -> bool:
+    text = str(cell).replace(",", "")
+    return text == "-" or text.replace(".", "", 1).isdigit()
+
+
+def _html(title: str, sections: tuple[list[Section], list[Section]], figures: list[Path]) -> str:
+    """One page that needs nothing beside it (the plots are embedded as data URIs): the summary
+    tables, the plots, then every evaluation and the per-class reports."""
+    parts = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>ferqueue report: {escape(title)}</title><style>{_CSS}</style></head><body>",
+             f"<h1>ferqueue report: {escape(title)}</h1>"]
+    summary, details = sections
+    for section in summary:
+        parts += _html_section(section)
+    parts.append("<h2>Figures</h2>")
+    for path in figures:
+        data = base64.b64encode(path.read_bytes()).decode()
+        parts.append(f'<figure><img alt="{escape(path.stem)}" src="data:image/png;base64,{data}">'
+                     f"<figcaption>{escape(path.stem)}</figcaption></figure>")
+    for section in details:
+        parts += _html_section(section)
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _html_section(section: Section) -> list[str]:
+    return [f"<h2>{escape(section.heading)}</h2>", *([f'<p class="note">{escape(section.note)}</p>']
+                                                   if section.note else []), _html_table(section)]

@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from fq_helpers import SHARED  # noqa: E402
+from fq_helpers import SHARED, service_unavailable  # noqa: E402
 
 POSTGRES_ADMIN_URL = os.environ.get("FERQUEUE_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("FERQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -29,12 +29,6 @@ def _clean_env(monkeypatch, tmp_path):
             monkeypatch.delenv(key)
     if (SHARED / "keras").is_dir():
         monkeypatch.setenv("KERAS_HOME", str(SHARED / "keras"))
-
-
-def service_unavailable(what: str, exc: Exception):
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{what} is required (FERQUEUE_REQUIRE_SERVICES=1) but unreachable: {exc}")
-    pytest.skip(f"{what} unreachable: {exc}")
 
 
 @pytest.fixture

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 DATASETS = SHARED / "datasets"
+
+
+def service_unavailable(what: str, reason: object) -> None:
+    """A failure under FERQUEUE_REQUIRE_SERVICES=1 (CI, where every service must be there), else a skip."""
+    if os.environ.get("FERQUEUE_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{what} is required (FERQUEUE_REQUIRE_SERVICES=1) but unavailable: {reason}")
+    pytest.skip(f"{what} unavailable: {reason}")
 
 
 def register_tiny(rt, dataset, split_kind="random", model_file=None):

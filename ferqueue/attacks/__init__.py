@@ -10,7 +10,7 @@ Importing this package does not import TensorFlow; running an attack does.
 from ferqueue.attacks.base import Attack, AttackResult
 from ferqueue.attacks.gradient import FGSM, PGD
 from ferqueue.attacks.pixel import PixelAttack
-from ferqueue.attacks.registry import ATTACK_NAMES, make_attack, parse_attack
+from ferqueue.attacks.registry import ATTACK_NAMES, attack_classes, make_attack, parse_attack
 
 __all__ = [
     "ATTACK_NAMES",
@@ -19,6 +19,7 @@ __all__ = [
     "Attack",
     "AttackResult",
     "PixelAttack",
+    "attack_classes",
     "make_attack",
     "parse_attack",
 ]

@@ -15,6 +15,11 @@ ATTACK_NAMES = tuple(_CLASSES)
 _INT = re.compile(r"^[+-]?\d+$")
 
 
+def attack_classes() -> tuple[type[Attack], ...]:
+    """Every attack, by its class."""
+    return tuple(_CLASSES.values())
+
+
 def make_attack(name: str, **params) -> Attack:
     """Configure attack ``name``; ConfigError for an unknown name or parameter or a bad value."""
     cls = _CLASSES.get(name)

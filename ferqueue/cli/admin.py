@@ -9,7 +9,7 @@ import click
 
 from ferqueue import app
 from ferqueue.cli import render
-from ferqueue.cli.base import console, err_console, main
+from ferqueue.cli.base import Output, console, err_console, main, output_options
 from ferqueue.config import load_settings
 from ferqueue.errors import ConfigError
 
@@ -34,15 +34,23 @@ def verify(target):
                   "checksums match" if job else f"[green]✓[/green] store {opened.path}: {n} examples, internally sound")
 
 
+PROVENANCE = ("model_sha256", "dataset_fingerprint", "split_fingerprint", "subset", "image_size")
+
+
 @store.command()
 @click.argument("target")
-def show(target):
+@output_options()
+def show(target, out: Output):
     """What a store holds: attacks, parameters, counts, success rates, provenance."""
     rt = app.open_runtime(write=False)
     _job, opened = app.open_store(rt, target)
-    console.print(render.store_table(opened.path, opened.summary()))
-    for key in ("model_sha256", "dataset_fingerprint", "split_fingerprint", "subset", "image_size"):
-        console.print(f"{key}: {opened.attrs.get(key)}")
+    provenance = {key: opened.attrs.get(key) for key in PROVENANCE}
+    if not out.as_table:
+        render.echo_json({"path": str(opened.path), "attacks": opened.summary(), **provenance})
+        return
+    console.print(render.store_table(opened.path, opened.summary(), out.wide))
+    for key, value in provenance.items():
+        console.print(f"{key}: {value}")
 
 
 @store.command()
@@ -80,10 +88,25 @@ def current():
 
 
 @main.command()
-def info():
-    """Show the effective settings."""
-    for key, value in app.settings_summary(load_settings()).items():
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def info(fmt):
+    """Show the effective settings and the devices TensorFlow sees (with the attacks' batch sizes)."""
+    summary = app.settings_summary(load_settings())
+    devices = app.device_summary()
+    if fmt == "json":
+        render.echo_json({**summary, **devices})
+        return
+    for key, value in summary.items():
         console.print(f"{key:>12}: {value}")
+    for device in devices["devices"]:
+        console.print(f"{'device':>12}: {device['name']} ({device['type']}"
+                      + (f", {device['model']}" if device.get("model") else "") + ")")
+    if not devices["accelerators"]:
+        console.print(f"{'':>12}  no GPU visible to TensorFlow (built with CUDA: "
+                      f"{'yes' if devices['built_with_cuda'] else 'no'}): attacks run on the CPU")
+    batches = ", ".join(f"{name} {size}" for name, size in devices["attack_batch_sizes"].items())
+    console.print(f"{'attack batch':>12}: {batches} images per pass"
+                  + (" (the accelerator's sizes)" if devices["accelerators"] else " (the CPU's size)"))
 
 
 # ---- processes: worker and flower -----------------------------------------------------------------
@@ -128,6 +151,9 @@ def worker(queues, concurrency, tf_threads, hostname, loglevel, max_tasks_per_ch
     os.execv(argv[0], argv)  # the worker replaces this process: signals reach Celery directly
 
 
+FLOWER_TASK_COLUMNS = "name,kwargs,state,received,started,runtime,worker,uuid"
+
+
 @main.command()
 @click.option("--port", type=int, default=5555, show_default=True)
 @click.option("--address", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: all).")
@@ -156,6 +182,8 @@ def flower(port, address, no_auth, dry_run):
             raise ConfigError(f"FERQUEUE_FLOWER_USER {user!r} must not contain ':' and neither value may contain ','")
         # through the environment, not argv: a password on the command line shows in `ps`
         os.environ["FLOWER_BASIC_AUTH"] = f"{user}:{password}"
+    # the task list shows each task's keyword arguments (job_id, shard_id) beside its name
+    os.environ.setdefault("FLOWER_TASKS_COLUMNS", FLOWER_TASK_COLUMNS)
     argv = [sys.executable, "-m", "ferqueue.monitor", f"--port={port}", f"--address={address}"]
     if dry_run:
         click.echo(" ".join(argv) + ("" if no_auth else "  (basic auth from FLOWER_BASIC_AUTH)"))

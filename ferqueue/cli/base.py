@@ -1,11 +1,13 @@
-"""The ``ferqueue`` group, its consoles and progress bars, and the one way errors reach the user."""
+"""The ``ferqueue`` group, its consoles, output options and progress bars, and the one way
+errors reach the user."""
 
 from __future__ import annotations
 
+import functools
 import os
-import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import click  # noqa: E402
@@ -19,12 +21,60 @@ from rich.progress import (  # noqa: E402
     TimeElapsedColumn,
 )
 
+from ferqueue import logs  # noqa: E402
 from ferqueue.errors import FerqueueError  # noqa: E402
 
-# Off a terminal rich would wrap tables at 80 columns; results tables need more.
-_width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "180"))
-console = Console(width=_width)
-err_console = Console(stderr=True, width=_width)
+# Every table fits this many columns unless --wide; off a terminal, it is also the width
+# rich lays text out in (it would otherwise use 80), unless COLUMNS says otherwise.
+TABLE_WIDTH = 120
+# --wide off a terminal: wide enough that no table is squeezed
+WIDE_WIDTH = 1000
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def set_width(wide: bool = False) -> None:
+    """Lay out for a terminal's own width, or off one for COLUMNS (default TABLE_WIDTH)."""
+    for target in (console, err_console):
+        if target.is_terminal:
+            target.width = None
+        else:
+            target.width = WIDE_WIDTH if wide else int(os.environ.get("COLUMNS") or TABLE_WIDTH)
+
+
+@dataclass(frozen=True)
+class Output:
+    """How a command prints its tables: ``fmt`` table, json (or csv); ``wide``: every column."""
+
+    fmt: str = "table"
+    wide: bool = False
+
+    @property
+    def as_table(self) -> bool:
+        return self.fmt == "table"
+
+    @property
+    def chatter(self) -> Console:
+        """Where lines other than the result go: stdout beside tables, stderr beside JSON."""
+        return console if self.as_table else err_console
+
+
+def output_options(formats: tuple[str, ...] = ("table", "json")) -> Callable:
+    """``--format`` and ``--wide`` for a command that prints tables; it receives ``out: Output``."""
+
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def wrapper(*args, fmt: str, wide: bool, **kwargs):
+            set_width(wide)
+            return command(*args, out=Output(fmt, wide), **kwargs)
+
+        wrapper = click.option("--wide", is_flag=True,
+                               help=f"Show every column (tables fit {TABLE_WIDTH} columns without it).")(wrapper)
+        return click.option("--format", "fmt", type=click.Choice(formats), default="table", show_default=True,
+                            help="table for people, " + " or ".join(formats[1:]) + " for programs.")(wrapper)
+
+    return decorate
 
 
 class FerqueueGroup(click.Group):
@@ -76,8 +126,11 @@ class RichProgress:
 
 @click.group(cls=FerqueueGroup)
 @click.version_option(package_name="ferqueue")
+@click.option("--verbose", "-v", is_flag=True, help="Let TensorFlow's, absl's and Keras's log lines through.")
 @click.option("--debug", is_flag=True, help="Show the traceback of an error instead of one line.")
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+def main(ctx: click.Context, verbose: bool, debug: bool) -> None:
     """ferqueue: measure and harden facial-expression-recognition models against adversarial attacks."""
     ctx.meta["ferqueue.debug"] = debug
+    logs.configure(verbose)
+    set_width()

@@ -8,7 +8,7 @@ import click
 
 from ferqueue import app
 from ferqueue.cli import render
-from ferqueue.cli.base import RichProgress, console, main
+from ferqueue.cli.base import Output, RichProgress, console, main, output_options
 from ferqueue.cli.options import MODELS_HELP, experiment_options, submit_flags, take_experiment_options
 from ferqueue.cli.status import watch_job
 from ferqueue.db import ledger, queries
@@ -22,38 +22,51 @@ def pipeline_command(name: str, local_only: bool):
     """`run` (always here) and `submit pipeline` (on the workers unless --local): one command,
     one plan (ferqueue.app.plan_paper), two names."""
 
-    def command(models, adv_epochs, store_eps, local=True, quiet=False, **kwargs):
+    def command(models, adv_epochs, store_eps, out: Output, local=True, quiet=False, **kwargs):
         options = take_experiment_options(kwargs)
         local = local or local_only
         rt = app.open_runtime(write=True, local=local)
         executor = app.executor_for(rt, local)
-        with RichProgress(quiet=quiet) as bars:
+        with RichProgress(out.chatter, quiet=quiet) as bars:
             planned = app.plan_paper(rt, options, models, adv_epochs, store_eps, command=name,
                                      progress=bars.loading(Path(options.dataset).name))
             if not quiet:
-                print_plan(planned)
+                print_plan(planned, out.chatter)
             executor.progress = bars
             sent = app.dispatch(executor, planned.job.id)
         if quiet:
             click.echo(planned.job.id)
-        elif local:
+        elif not local:
+            submitted(out, planned.job, sent)
+        elif not out.as_table:
+            render.echo_json({"job": ledger.job(rt.db, planned.job.id), "experiment": planned.experiment,
+                              "runs": queries.training_runs(rt.db, planned.experiment.id),
+                              "results": queries.results(rt.db, planned.experiment.id)})
+        else:
             seconds = ledger.job(rt.db, planned.job.id).seconds
             console.print(f"pipeline job {planned.job.id} finished in {render.fmt(seconds, 1)} s")
-            console.print(render.runs_table(queries.training_runs(rt.db, planned.experiment.id)))
-            console.print(render.results_table(queries.results(rt.db, planned.experiment.id)))
-        else:
-            console.print(f"job {planned.job.id} (pipeline) submitted: {len(sent)} tasks enqueued; "
-                          f"watch it with `ferqueue status {planned.job.id} --watch`")
+            console.print(render.runs_table(queries.training_runs(rt.db, planned.experiment.id), out.wide))
+            console.print(render.results_table(queries.results(rt.db, planned.experiment.id), out.wide))
 
     command = click.option("--store-eps", type=float, default=app.STORE_EPS, show_default=True,
                            help="Epsilon of the stored FGSM training examples (the paper: 0.01).")(command)
     command = click.option("--adv-epochs", type=int, help="Epochs of adversarial training. [same as --epochs]")(command)
     command = click.option("--models", help=MODELS_HELP)(command)
     command = experiment_options(command)
+    command = output_options()(command)
     return command if local_only else submit_flags(command)
 
 
-def print_plan(planned: app.Planned) -> None:
+def submitted(out: Output, job, sent: list[str]) -> None:
+    """What a command that sent a job to the workers prints: a line, or its JSON."""
+    if out.as_table:
+        console.print(f"job {job.id} ({job.kind}) submitted: {len(sent)} tasks enqueued; "
+                      f"watch it with `ferqueue status {job.id} --watch`")
+    else:
+        render.echo_json({"job": job, "tasks": sent})
+
+
+def print_plan(planned: app.Planned, console=console) -> None:
     facts, data, split = planned.facts, planned.dataset, planned.splits[0]
     console.print(f"[bold]experiment[/bold] {planned.experiment.name} (id {planned.experiment.id}), "
                   f"pipeline job {planned.job.id}")
@@ -91,7 +104,8 @@ main.command(name="run", help=RUN_HELP)(pipeline_command("run", local_only=True)
               help="Run the steps on Celery workers (FERQUEUE_BROKER_URL) instead of in this process.")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="With --submit: watch the job and print the tables when it ends (else print its id).")
-def compare(model_name, adv_eps, online_modes, folds, transfer, submit, wait, **kwargs):
+@output_options()
+def compare(model_name, adv_eps, online_modes, folds, transfer, submit, wait, out: Output, **kwargs):
     """Baseline vs offline vs online adversarial training, side by side, with total compute.
 
     Same dataset, split, epochs and seed for all three. Offline stores FGSM examples of the
@@ -102,31 +116,39 @@ def compare(model_name, adv_eps, online_modes, folds, transfer, submit, wait, **
     options = take_experiment_options(kwargs)
     rt = app.open_runtime(write=True, local=not submit)
     executor = app.executor_for(rt, local=not submit)
-    with RichProgress() as bars:
+    say = out.chatter
+    with RichProgress(say) as bars:
         planned = app.plan_compare(rt, options, model_name, adv_eps, online_modes, folds, transfer,
                                    progress=bars.loading(Path(options.dataset).name))
-        console.print(f"[bold]experiment[/bold] {planned.experiment.name} (id {planned.experiment.id}), compare job "
+        say.print(f"[bold]experiment[/bold] {planned.experiment.name} (id {planned.experiment.id}), compare job "
                       f"{planned.job.id}: {len(planned.splits)} split(s) of {planned.dataset.name}, "
                       f"{planned.facts['n_steps']} steps")
         executor.progress = bars
         sent = app.dispatch(executor, planned.job.id)
     if submit:
-        console.print(f"job {planned.job.id} (compare) submitted: {len(sent)} tasks enqueued")
+        say.print(f"job {planned.job.id} (compare) submitted: {len(sent)} tasks enqueued")
         if not wait:
-            console.print(f"tables when it is done: `ferqueue results --experiment {planned.experiment.id} --compare`")
+            if out.as_table:
+                say.print(f"tables when it is done: `ferqueue results --experiment {planned.experiment.id} --compare`")
+            else:
+                submitted(out, planned.job, sent)
             return
-        status = watch_job(rt, planned.job.id)
+        status = watch_job(rt, planned.job.id, live=out.as_table)
         if status != DONE:
             raise click.ClickException(f"compare job {planned.job.id} ended {status}; "
                                        f"`ferqueue status {planned.job.id}`")
     else:
-        console.print(f"compare job {planned.job.id} finished in "
-                      f"{render.fmt(ledger.job(rt.db, planned.job.id).seconds, 1)} s")
-    print_comparison(rt, planned.experiment.id)
+        say.print(f"compare job {planned.job.id} finished in "
+                  f"{render.fmt(ledger.job(rt.db, planned.job.id).seconds, 1)} s")
+    print_comparison(rt, planned.experiment.id, out)
 
 
-def print_comparison(rt, experiment_id: int) -> None:
-    for made in render.comparison_tables(queries.comparison(rt.db, experiment_id)):
+def print_comparison(rt, experiment_id: int, out: Output) -> None:
+    data = queries.comparison(rt.db, experiment_id)
+    if not out.as_table:
+        render.echo_json(data)
+        return
+    for made in render.comparison_tables(data, out.wide):
         console.print(made)
 
 
@@ -147,8 +169,9 @@ def print_comparison(rt, experiment_id: int) -> None:
 @click.option("--limit", type=int, help="Evaluate only the first N images of the subset.")
 @click.option("--experiment", help="Experiment name. [cross-<model>-<dataset>-<time>]")
 @click.option("--submit", is_flag=True, help="Run on Celery workers (FERQUEUE_BROKER_URL) instead of here.")
+@output_options()
 def cross_eval(artifact_id, dataset, split_kind, subset, seed, test_fraction, eps_list, pgd, pixel_queries,
-               extra_attacks, limit, experiment, submit):
+               extra_attacks, limit, experiment, submit, out: Output):
     """Evaluate a trained model on another dataset, mapping classes by emotion.
 
     FER2013's angry and sad are scored as CK+'s anger and sadness, and so on. Images of a
@@ -158,40 +181,45 @@ def cross_eval(artifact_id, dataset, split_kind, subset, seed, test_fraction, ep
     """
     rt = app.open_runtime(write=True, local=not submit)
     executor = app.executor_for(rt, local=not submit)
-    with RichProgress() as bars:
+    say = out.chatter
+    with RichProgress(say) as bars:
         planned = app.plan_cross_eval(rt, artifact_id, dataset, split_kind, subset, seed, test_fraction, eps_list,
                                       pgd, pixel_queries, tuple(extra_attacks), limit, experiment,
                                       progress=bars.loading(Path(dataset).name))
         facts, artifact = planned.facts, planned.facts["artifact"]
-        console.print(f"[bold]experiment[/bold] {planned.experiment.name} (id {planned.experiment.id}), evaluate job "
-                      f"{planned.job.id}: model {artifact.architecture}#{artifact.id} on {planned.dataset.name} "
-                      f"({facts['split_kind']} split, {subset} subset)")
-        console.print("class mapping (dataset → model): "
-                      + ", ".join(f"{d} → {m}" for d, m in facts["mapping"].items()))
+        say.print(f"[bold]experiment[/bold] {planned.experiment.name} (id {planned.experiment.id}), evaluate job "
+                  f"{planned.job.id}: model {artifact.architecture}#{artifact.id} on {planned.dataset.name} "
+                  f"({facts['split_kind']} split, {subset} subset)")
+        say.print("class mapping (dataset → model): "
+                  + ", ".join(f"{d} → {m}" for d, m in facts["mapping"].items()))
         if facts["unmapped_dataset_classes"]:
-            console.print(f"[yellow]not scored[/yellow] (no counterpart in the model): "
-                          f"{', '.join(facts['unmapped_dataset_classes'])}")
+            say.print(f"[yellow]not scored[/yellow] (no counterpart in the model): "
+                      f"{', '.join(facts['unmapped_dataset_classes'])}")
         if facts["unmapped_model_classes"]:
-            console.print(f"[yellow]model classes absent from the dataset[/yellow] (predicting one is an error): "
-                          f"{', '.join(facts['unmapped_model_classes'])}")
+            say.print(f"[yellow]model classes absent from the dataset[/yellow] (predicting one is an error): "
+                      f"{', '.join(facts['unmapped_model_classes'])}")
         executor.progress = bars
         sent = app.dispatch(executor, planned.job.id)
     if submit:
-        console.print(f"job {planned.job.id} (evaluate) submitted: {len(sent)} tasks enqueued; "
-                      f"watch it with `ferqueue status {planned.job.id} --watch`")
+        submitted(out, planned.job, sent)
         return
-    console.print(f"evaluate job {planned.job.id} finished in "
-                  f"{render.fmt(ledger.job(rt.db, planned.job.id).seconds, 1)} s")
+    say.print(f"evaluate job {planned.job.id} finished in "
+              f"{render.fmt(ledger.job(rt.db, planned.job.id).seconds, 1)} s")
     record = queries.unmapped_record(rt.db, planned.experiment.id)
     if record:
         left = record["dataset_classes_without_counterpart"]
-        console.print(f"scored {record['examples_scored']:,} images; left out {record['examples_left_out']:,}"
-                      + (f" ({', '.join(f'{c}: {n:,}' for c, n in left.items())})" if left else ""))
+        say.print(f"scored {record['examples_scored']:,} images; left out {record['examples_left_out']:,}"
+                  + (f" ({', '.join(f'{c}: {n:,}' for c, n in left.items())})" if left else ""))
         wrong = record.get("predicted_model_classes_without_counterpart") or {}
         if wrong:
-            console.print("clean predictions of classes the dataset lacks: "
-                          + ", ".join(f"{c}: {n:,}" for c, n in wrong.items()))
-    console.print(render.results_table(queries.results(rt.db, planned.experiment.id)))
+            say.print("clean predictions of classes the dataset lacks: "
+                      + ", ".join(f"{c}: {n:,}" for c, n in wrong.items()))
+    rows = queries.results(rt.db, planned.experiment.id)
+    if out.as_table:
+        console.print(render.results_table(rows, out.wide))
+    else:
+        render.echo_json({"job": ledger.job(rt.db, planned.job.id), "experiment": planned.experiment,
+                          "unmapped": record, "results": rows})
 
 
 # ---- results --------------------------------------------------------------------------------------
@@ -200,44 +228,43 @@ def cross_eval(artifact_id, dataset, split_kind, subset, seed, test_fraction, ep
 @main.command()
 @click.option("--experiment", help="Name or id; all experiments when left out.")
 @click.option("--setting", type=click.Choice(EVAL_SETTINGS))
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--compare", "as_comparison", is_flag=True,
               help="With --experiment: the side-by-side tables of a `ferqueue compare` experiment.")
-def results(experiment, setting, fmt, as_comparison):
+@output_options(("table", "json", "csv"))
+def results(experiment, setting, as_comparison, out: Output):
     """Compare experiments: one row per model x training mode x attack x epsilon."""
     rt = app.open_runtime(write=False)
     exp_id = ledger.find_experiment(rt.db, experiment).id if experiment else None
     if as_comparison:
         if exp_id is None:
             raise ConfigError("--compare needs --experiment NAME|ID")
-        if fmt == "json":
-            render.echo_json(queries.comparison(rt.db, exp_id))
-        else:
-            print_comparison(rt, exp_id)
+        if out.fmt == "csv":
+            raise ConfigError("--compare prints tables or JSON, not CSV")
+        print_comparison(rt, exp_id, out)
         return
     rows = queries.results(rt.db, exp_id, setting)
-    if fmt == "json":
+    if out.fmt == "json":
         render.echo_json(rows)
-    elif fmt == "csv":
+    elif out.fmt == "csv":
         render.echo_csv(rows)
     elif rows:
-        console.print(render.results_table(rows))
+        console.print(render.results_table(rows, out.wide))
     else:
         console.print("no evaluations yet")
 
 
 @main.command()
 @click.option("--experiment", help="Name or id; all experiments when left out.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def runs(experiment, fmt):
+@output_options()
+def runs(experiment, out: Output):
     """Training runs with parameter counts, time, compute and validation accuracy."""
     rt = app.open_runtime(write=False)
     exp_id = ledger.find_experiment(rt.db, experiment).id if experiment else None
     rows = queries.training_runs(rt.db, exp_id)
-    if fmt == "json":
-        render.echo_json(rows)
+    if out.as_table:
+        console.print(render.runs_table(rows, out.wide))
     else:
-        console.print(render.runs_table(rows))
+        render.echo_json(rows)
 
 
 @main.command()

@@ -11,10 +11,10 @@ import click
 
 from ferqueue import app
 from ferqueue.cli import render
-from ferqueue.cli.base import RichProgress, console, err_console, main
-from ferqueue.cli.experiments import pipeline_command
+from ferqueue.cli.base import Output, RichProgress, console, err_console, main, output_options
+from ferqueue.cli.experiments import pipeline_command, submitted
 from ferqueue.cli.options import data_options, mode_option, submit_flags, subset_option
-from ferqueue.db import queries
+from ferqueue.cli.status import print_status
 from ferqueue.jobs import EvaluateSpec, GenerateSpec, TrainSpec
 
 
@@ -23,7 +23,7 @@ def submit() -> None:
     """Plan a job, enqueue it on the Celery workers and print its id."""
 
 
-def _submit(local: bool, quiet: bool, experiment: str | None, make_spec) -> None:
+def _submit(local: bool, quiet: bool, experiment: str | None, out: Output, make_spec) -> None:
     """Plan the spec ``make_spec(rt)`` builds (after the broker is known to be there) and send it."""
     rt = app.open_runtime(write=True, local=local)
     executor = app.executor_for(rt, local)
@@ -36,17 +36,17 @@ def _submit(local: bool, quiet: bool, experiment: str | None, make_spec) -> None
         if quiet:
             click.echo(job.id)
         else:
-            console.print(render.status_view(queries.job_view(rt.db, job.id)))
+            print_status(rt, job.id, out)
         return
     sent = app.dispatch(executor, job.id)
     if quiet:
         click.echo(job.id)
     else:
-        console.print(f"job {job.id} ({job.kind}) submitted: {len(sent)} tasks enqueued; "
-                      f"watch it with `ferqueue status {job.id} --watch`")
+        submitted(out, job, sent)
 
 
 def _experiment_option(command):
+    command = output_options()(command)
     return click.option("--experiment", help="Experiment name (created when new).")(submit_flags(command))
 
 
@@ -60,14 +60,14 @@ def _experiment_option(command):
 @click.option("--limit", type=int, help="Attack only the first N images of the subset.")
 @_experiment_option
 def submit_generate(artifact, dataset, image_size, split, seed, test_fraction, attacks, subset, shard_size, limit,
-                    experiment, local, quiet):
+                    experiment, local, quiet, out):
     """Generate adversarial examples, one task per shard, into a merged store."""
     def spec(rt):
         ds_row, split_row = app.dataset_and_split(rt, dataset, image_size, split, seed, test_fraction)
         return GenerateSpec(artifact_id=artifact, dataset_id=ds_row.id, split_id=split_row.id, attacks=list(attacks),
                             subset=subset, shard_size=shard_size, limit=limit)
 
-    _submit(local, quiet, experiment, spec)
+    _submit(local, quiet, experiment, out, spec)
 
 
 @submit.command("train")
@@ -82,7 +82,7 @@ def submit_generate(artifact, dataset, image_size, split, seed, test_fraction, a
 @click.option("--weights", type=click.Choice(["auto", "imagenet", "random"]), default="auto", show_default=True)
 @_experiment_option
 def submit_train(dataset, image_size, split, seed, test_fraction, architecture, mode, store_job, epochs,
-                 probe_epochs, batch_size, lr, weights, experiment, local, quiet):
+                 probe_epochs, batch_size, lr, weights, experiment, local, quiet, out):
     """Train a model (standard, or adversarially on a stored generation job)."""
     def spec(rt):
         ds_row, split_row = app.dataset_and_split(rt, dataset, image_size, split, seed, test_fraction)
@@ -91,7 +91,7 @@ def submit_train(dataset, image_size, split, seed, test_fraction, architecture, 
                                 "seed": seed},
                          weights=weights, store_job_id=store_job)
 
-    _submit(local, quiet, experiment, spec)
+    _submit(local, quiet, experiment, out, spec)
 
 
 @submit.command("evaluate")
@@ -104,14 +104,14 @@ def submit_train(dataset, image_size, split, seed, test_fraction, architecture, 
 @click.option("--shard-size", type=int, default=1024, show_default=True, help="Images per evaluation shard task.")
 @_experiment_option
 def submit_evaluate(artifact, dataset, image_size, split, seed, test_fraction, attacks, subset, transfer_store_job,
-                    limit, shard_size, experiment, local, quiet):
+                    limit, shard_size, experiment, local, quiet, out):
     """Clean and attacked metrics of a model, written to the results tables."""
     def spec(rt):
         ds_row, split_row = app.dataset_and_split(rt, dataset, image_size, split, seed, test_fraction)
         return EvaluateSpec(artifact_id=artifact, dataset_id=ds_row.id, split_id=split_row.id, attacks=list(attacks),
                             subset=subset, transfer_store_job_id=transfer_store_job, limit=limit, shard_size=shard_size)
 
-    _submit(local, quiet, experiment, spec)
+    _submit(local, quiet, experiment, out, spec)
 
 
 submit.command("pipeline", help="""The paper's four scenarios as jobs on the workers (`ferqueue run`, sent).""")(
@@ -121,7 +121,8 @@ submit.command("pipeline", help="""The paper's four scenarios as jobs on the wor
 @main.command()
 @click.argument("job_id", type=int)
 @click.option("--local", is_flag=True, help="Finish the job in this process instead of on Celery workers.")
-def resume(job_id, local):
+@output_options()
+def resume(job_id, local, out: Output):
     """Re-enqueue what the ledger says is unfinished (after a broker loss, a crash or a cancel).
 
     Failed and cancelled jobs reopen; pending, failed and lost shards, a merge stuck in
@@ -132,13 +133,16 @@ def resume(job_id, local):
     executor = app.executor_for(rt, local)  # refuses first when there is no broker to resume on
     reopened, repaired = app.reopen(rt, job_id)
     for line in repaired:
-        console.print(f"[yellow]reset[/yellow] {line}")
+        out.chatter.print(f"[yellow]reset[/yellow] {line}")
     if local:
         with RichProgress(err_console) as bars:
             executor.progress = bars
             app.resend(executor, job_id)
-        console.print(render.status_view(queries.job_view(rt.db, job_id)))
+        print_status(rt, job_id, out)
         return
     sent, held = app.resend(executor, job_id)
+    if not out.as_table:
+        render.echo_json({"job_id": job_id, "reopened": reopened, "reset": repaired, "tasks": sent, "held": held})
+        return
     console.print(f"job {job_id}: reopened {len(reopened)} jobs, re-enqueued {len(sent)} tasks"
                   f" ({held} tasks still held by live workers)")

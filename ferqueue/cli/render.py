@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import sys
 
@@ -31,15 +32,41 @@ def ago(moment, until=None) -> str:
     return f"{((until or now()) - moment).total_seconds():.1f}"
 
 
+class FittedTable(Table):
+    """A table whose ``wide_only`` columns are left out unless ``wide``. ``add_row`` takes a
+    cell for every column, shown or not, so each table is written once for both widths."""
+
+    def __init__(self, title: str, columns: list[str], right: tuple[str, ...] = (), wide_only: tuple[str, ...] = (),
+                 wide: bool = False, limits: dict[str, int] | None = None):
+        super().__init__(title=title)
+        self.shown = [wide or col not in wide_only for col in columns]
+        limits = {} if wide else (limits or {})
+        for col, show in zip(columns, self.shown, strict=True):
+            if show:  # a limited column cuts long text with an ellipsis instead of wrapping it
+                self.add_column(col, justify="right" if col in right else "left", max_width=limits.get(col),
+                                no_wrap=col in limits, overflow="ellipsis" if col in limits else "fold")
+
+    def add_row(self, *cells, **kwargs) -> None:
+        super().add_row(*(c for c, show in zip(cells, self.shown, strict=True) if show), **kwargs)
+
+
 def table(title: str, columns: list[str], right: tuple[str, ...] = ()) -> Table:
-    made = Table(title=title)
-    for col in columns:
-        made.add_column(col, justify="right" if col in right else "left")
-    return made
+    return FittedTable(title, columns, right)
+
+
+def plain(value):
+    """``value`` with its frozen records turned into dicts, for JSON."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
 
 
 def echo_json(value) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
+    click.echo(json.dumps(plain(value), indent=2, default=str))
 
 
 def echo_csv(rows: list[dict]) -> None:
@@ -49,14 +76,40 @@ def echo_csv(rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def results_table(rows: list[dict]) -> Table:
-    right = ("ε", "n", "accuracy", "F1 (w)", "attack success", "confidence")
-    made = table("results: accuracy on the test set, clean and under attack",
-                 ["experiment", "model", "training", "data/split", "setting", "attack", *right], right)
+# Of the results' context columns, one whose value is the same in every row of a table goes
+# into its title instead (unless --wide): one table per experiment, split only when it varies.
+_RESULT_CONTEXT = ("data", "split")
+
+
+def results_tables(rows: list[dict], wide: bool = False) -> list[Table]:
+    """The results, one table per experiment: model x training x setting x attack."""
+    by_experiment: dict[str | None, list[dict]] = {}
     for r in rows:
-        made.add_row(r["experiment"] or "-", f"{r['model']}#{r['artifact_id']}", r["mode"],
-                     f"{r['dataset']}/{r['split']}", r["setting"], r["attack_key"], fmt(r["epsilon"], 2), str(r["n"]),
-                     fmt(r["accuracy"]), fmt(r["f1_weighted"]), fmt(r["success_rate"]), fmt(r["mean_confidence"], 3))
+        by_experiment.setdefault(r["experiment"], []).append(r)
+    return [_results_table(name, part, wide) for name, part in by_experiment.items()]
+
+
+def results_table(rows: list[dict], wide: bool = False) -> Group:
+    return Group(*results_tables(rows, wide))
+
+
+def _results_table(experiment: str | None, rows: list[dict], wide: bool) -> Table:
+    context = {"data": {r["dataset"] for r in rows}, "split": {r["split"] for r in rows}}
+    constant = {name: next(iter(values)) for name, values in context.items() if len(values) == 1 and not wide}
+    title = f"experiment {experiment or '-'}: accuracy on the test set"
+    right = ("ε", "n", "accuracy", "success", "F1 (w)", "precision (w)", "recall (w)", "confidence", "queries")
+    columns = ["model", "training", *(c for c in _RESULT_CONTEXT if c not in constant), "setting", "attack", *right]
+    made = FittedTable(title, columns, right, wide=wide,
+                       wide_only=("ε", "F1 (w)", "precision (w)", "recall (w)", "confidence", "queries"))
+    made.caption = ", ".join(f"{k} {v}" for k, v in constant.items()) or None
+    for r in rows:
+        cells = {"model": f"{r['model']}#{r['artifact_id']}", "training": r["mode"], "data": r["dataset"],
+                 "split": r["split"], "setting": r["setting"], "attack": r["attack_key"],
+                 "ε": fmt(r["epsilon"], 2), "n": str(r["n"]), "accuracy": fmt(r["accuracy"]),
+                 "success": fmt(r["success_rate"]), "F1 (w)": fmt(r["f1_weighted"]),
+                 "precision (w)": fmt(r["precision_weighted"]), "recall (w)": fmt(r["recall_weighted"]),
+                 "confidence": fmt(r["mean_confidence"], 3), "queries": fmt(r["mean_queries"], 1)}
+        made.add_row(*(cells[c] for c in columns))
     return made
 
 
@@ -67,10 +120,12 @@ def epochs_text(run: dict) -> str:
     return f"{run['epochs']}" + (f"+{run['probe_epochs']}p" if run["probe_epochs"] else "")
 
 
-def runs_table(rows: list[dict]) -> Table:
-    made = table("training runs (the paper's Table 1: parameters, time, accuracy)",
-                 ["run", "model", "training", "status", "parameters", "weights", "epochs", "train s",
-                  "generation s", "gradient evals", "val accuracy"])
+def runs_table(rows: list[dict], wide: bool = False) -> Table:
+    made = FittedTable("training runs (the paper's Table 1: parameters, time, accuracy)",
+                       ["run", "model", "training", "status", "parameters", "weights", "epochs", "train s",
+                        "generation s", "gradient evals", "val accuracy"],
+                       ("parameters", "train s", "generation s", "gradient evals", "val accuracy"), wide=wide,
+                       wide_only=("weights", "gradient evals"))
     for r in rows:
         made.add_row(str(r["run_id"]), r["model"], r["mode"], r["status"],
                      f"{r['num_params']:,}" if r["num_params"] else "-", r["weights"] or "-", epochs_text(r),
@@ -79,11 +134,11 @@ def runs_table(rows: list[dict]) -> Table:
     return made
 
 
-def comparison_tables(data: dict) -> tuple[Table, Table]:
+def comparison_tables(data: dict, wide: bool = False) -> tuple[Table, Table]:
     """The accuracy of each training mode side by side (mean ± std over folds), and the compute."""
     modes, folds = data["modes"], data["n_splits"]
     title = "accuracy on the test set" + (f", mean ± std over {folds} folds" if folds > 1 else "")
-    accuracy = table(title, ["setting", "attack", "ε", *modes], ("ε", *modes))
+    accuracy = FittedTable(title, ["setting", "attack", "ε", *modes], ("ε", *modes), wide=wide, wide_only=("ε",))
     for row in data["accuracy"]:
         cells = []
         for mode in modes:
@@ -97,8 +152,9 @@ def comparison_tables(data: dict) -> tuple[Table, Table]:
         accuracy.add_row(row["setting"], row["attack"], fmt(row["epsilon"], 2), *cells)
     columns = ["training", "train s", "generation s", "total s", "gradient evals", "generation evals", "total evals",
                "examples seen"]
-    compute = table("compute (summed over folds): training, plus the generation job an offline run consumes",
-                    columns, tuple(columns[1:]))
+    compute = FittedTable("compute (summed over folds)", columns, tuple(columns[1:]), wide=wide,
+                          wide_only=("gradient evals", "generation evals"))
+    compute.caption = "training, plus the generation job an offline run consumes"
     for row in data["compute"]:
         compute.add_row(row["mode"], fmt(row["train_seconds"], 1), fmt(row["generation_seconds"], 1),
                         fmt(row["total_seconds"], 1), f"{row['gradient_evals']:,}", f"{row['generation_evals']:,}",
@@ -106,31 +162,36 @@ def comparison_tables(data: dict) -> tuple[Table, Table]:
     return accuracy, compute
 
 
-def jobs_table(rows) -> Table:
-    made = table("jobs", ["id", "kind", "status", "executor", "experiment", "created", "seconds", "error"])
+def jobs_table(rows, wide: bool = False) -> Table:
+    made = FittedTable("jobs", ["id", "kind", "status", "executor", "experiment", "created", "seconds", "error"],
+                       ("id", "experiment", "seconds"), wide=wide, wide_only=("executor",), limits={"error": 40})
     for job in rows:
         made.add_row(str(job.id), job.kind, job.status, job.executor, str(job.experiment_id or "-"),
-                     f"{job.created_at:%Y-%m-%d %H:%M:%S}", fmt(job.seconds, 1), (job.error or "")[:60])
+                     f"{job.created_at:%Y-%m-%d %H:%M:%S}", fmt(job.seconds, 1), job.error or "")
     return made
 
 
-def status_view(view: dict) -> Group:
+def status_view(view: dict, wide: bool = False) -> Group:
     """A progress bar over a job's shards or steps, and a table of them."""
     job = view["job"]
     title = f"job {job.id}: {job.kind}, {job.status}" + (f" — {job.error}" if job.error else "")
     if view["unit"] == "shards":
-        made = table(title, ["shard", "attack", "range", "status", "attempts", "worker", "seconds", "success"])
+        # "id" is the shard id Flower shows in a task's arguments; "shard" its index in the job
+        made = FittedTable(title, ["shard", "id", "attack", "range", "status", "attempts", "worker", "seconds",
+                                   "success"], ("shard", "id", "attempts", "seconds", "success"), wide=wide,
+                           limits={"worker": 20, "attack": 28})
         for s in view["shards"]:
             # a running shard shows how long its current attempt has been going
             seconds = fmt(s.seconds, 1) if s.seconds is not None else ago(s.started_at) if s.status == RUNNING else "-"
-            made.add_row(str(s.index), s.attack_key, f"{s.start}:{s.stop}", s.status, str(s.attempts), s.worker or "-",
-                         seconds, f"{s.n_success}/{s.n_examples}" if s.n_examples is not None else "-")
+            made.add_row(str(s.index), str(s.id), s.attack_key, f"{s.start}:{s.stop}", s.status, str(s.attempts),
+                         s.worker or "-", seconds, f"{s.n_success}/{s.n_examples}" if s.n_examples is not None else "-")
     else:
-        made = table(title, ["job", "step", "kind", "status", "progress", "seconds", "result"])
+        made = FittedTable(title, ["job", "step", "kind", "status", "progress", "seconds", "result"],
+                           ("job", "seconds"), wide=wide, wide_only=("kind",), limits={"step": 32, "result": 32})
         for step in view["steps"]:
             kid = step["job"]
             progress = f"{step['shards_done']}/{kid.n_shards} shards" if kid.n_shards else "-"
-            outcome = kid.error or (str(kid.result)[:60] if kid.result else "")
+            outcome = kid.error or (json.dumps(kid.result) if kid.result else "")
             made.add_row(str(kid.id), kid.step or "-", kid.kind, kid.status, progress,
                          ago(kid.started_at, kid.finished_at), outcome)
     bar = Table.grid(padding=(0, 1))
@@ -139,10 +200,11 @@ def status_view(view: dict) -> Group:
     return Group(bar, made)
 
 
-def outcomes_table(job_id: int, rows: list[dict]) -> Table:
+def outcomes_table(job_id: int, rows: list[dict], wide: bool = False) -> Table:
     right = ("source index", "confidence", "queries", "L-inf", "L0")
-    made = table(f"job {job_id}: per-example outcomes", ["part", "source index", "label", "clean", "under attack",
-                                                         "confidence", "fell", "queries", "L-inf", "L0"], right)
+    made = FittedTable(f"job {job_id}: per-example outcomes", ["part", "source index", "label", "clean", "under attack",
+                                                               "confidence", "fell", "queries", "L-inf", "L0"],
+                       right, wide=wide)
     for r in rows:
         made.add_row(r["part"], str(r["source_index"]), r["label"], r["clean_prediction"], r["prediction"],
                      fmt(r["confidence"], 3), "yes" if r["prediction"] != r["label"] else "no", str(r["queries"]),
@@ -150,9 +212,10 @@ def outcomes_table(job_id: int, rows: list[dict]) -> Table:
     return made
 
 
-def store_table(path, summary: list[dict]) -> Table:
-    made = table(f"store {path}", ["attack key", "params", "examples", "read as", "kept as", "bytes/example",
-                                   "success rate", "mean queries"])
+def store_table(path, summary: list[dict], wide: bool = False) -> Table:
+    made = FittedTable(f"store {path}", ["attack key", "params", "examples", "read as", "kept as", "bytes/example",
+                                         "success rate", "mean queries"],
+                       ("examples", "bytes/example", "success rate", "mean queries"), wide=wide, wide_only=("params",))
     for row in summary:
         made.add_row(row["attack_key"], json.dumps(row["params"]), str(row["n_examples"]), row["dtype"],
                      ",".join(row["encodings"]), fmt(row["bytes_per_example"], 1), fmt(row["success_rate"]),

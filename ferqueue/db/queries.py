@@ -1,4 +1,4 @@
-"""Read-only queries behind the results tables, `ferqueue jobs` and `ferqueue status`."""
+"""Read-only queries behind the results tables, `ferqueue jobs`, `ferqueue status` and `ferqueue metrics`."""
 
 from __future__ import annotations
 
@@ -17,7 +17,15 @@ from ferqueue.db.tables import (
     ShardRow,
     SplitRow,
 )
-from ferqueue.vocabulary import CLEAN, DONE, EVAL_SETTINGS, EXTERNAL, TRAINING_MODES, mode_rank
+from ferqueue.vocabulary import (
+    ACTIVE_JOB_STATES,
+    CLEAN,
+    DONE,
+    EVAL_SETTINGS,
+    EXTERNAL,
+    TRAINING_MODES,
+    mode_rank,
+)
 
 
 def results(db: Database, experiment_id: int | None = None, setting: str | None = None) -> list[dict]:
@@ -180,3 +188,21 @@ def comparison(db: Database, experiment_id: int) -> dict:
     n_splits = max((len(v) for cell in cells.values() for v in cell["values"].values()), default=0)
     return {"modes": modes, "accuracy": accuracy, "n_splits": n_splits,
             "compute": [compute[m] for m in TRAINING_MODES if m in compute]}
+
+
+def ledger_counts(db: Database) -> dict:
+    """What ``ferqueue metrics`` exports: jobs by kind and status; shards by their job's kind and
+    status, with their attempts summed; and each unfinished job's shards by status."""
+    with db.session() as s:
+        jobs_by_state = s.execute(select(JobRow.kind, JobRow.status, func.count(JobRow.id))
+                                  .group_by(JobRow.kind, JobRow.status)).all()
+        shards_by_state = s.execute(
+            select(JobRow.kind, ShardRow.status, func.count(ShardRow.id), func.coalesce(func.sum(ShardRow.attempts), 0))
+            .join(JobRow, JobRow.id == ShardRow.job_id).group_by(JobRow.kind, ShardRow.status)).all()
+        active = s.execute(
+            select(JobRow.id, JobRow.kind, ShardRow.status, func.count(ShardRow.id))
+            .join(JobRow, JobRow.id == ShardRow.job_id).where(JobRow.status.in_(ACTIVE_JOB_STATES))
+            .group_by(JobRow.id, JobRow.kind, ShardRow.status)).all()
+    return {"jobs": [{"kind": k, "status": st, "count": n} for k, st, n in jobs_by_state],
+            "shards": [{"kind": k, "status": st, "count": n, "attempts": int(a)} for k, st, n, a in shards_by_state],
+            "active_job_shards": [{"job_id": j, "kind": k, "status": st, "count": n} for j, k, st, n in active]}

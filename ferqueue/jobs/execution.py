@@ -44,8 +44,9 @@ class Unit:
         return self.shard_id if self.shard_id is not None else self.job_id
 
     @property
-    def args(self) -> list[int]:
-        return [self.job_id] if self.shard_id is None else [self.job_id, self.shard_id]
+    def kwargs(self) -> dict[str, int]:
+        """The task's arguments, by name: Flower's task list shows which job and shard it serves."""
+        return {"job_id": self.job_id} if self.shard_id is None else {"job_id": self.job_id, "shard_id": self.shard_id}
 
 
 class Executor:

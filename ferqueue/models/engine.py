@@ -35,6 +35,29 @@ CPU_BATCH_SIZE = 32
 FORWARD_BATCH_SIZE = 256  # forward passes that keep no activations (evaluation, features)
 
 
+def accelerators() -> list:
+    """The GPUs TensorFlow sees (logical devices); empty on a CPU-only machine."""
+    return tf.config.list_logical_devices("GPU")
+
+
+def devices() -> list[dict]:
+    """Every device TensorFlow sees: name, type and, for a GPU, its model and compute capability."""
+    out = []
+    for device in tf.config.list_physical_devices():
+        facts = {"name": device.name.removeprefix("/physical_device:"), "type": device.device_type}
+        if device.device_type == "GPU":
+            details = tf.config.experimental.get_device_details(device)
+            facts["model"] = details.get("device_name")
+            facts["compute_capability"] = details.get("compute_capability")
+        out.append(facts)
+    return out
+
+
+def batch_size(accelerator_batch_size: int, on_accelerator: bool) -> int:
+    """Images per pass: an attack's own (large) batch on an accelerator, CPU_BATCH_SIZE on a CPU."""
+    return accelerator_batch_size if on_accelerator else CPU_BATCH_SIZE
+
+
 def compiled(model) -> ModelFunctions:
     """The compiled functions of ``model``, built on first use."""
     fns = _CACHE.get(model)
@@ -55,7 +78,7 @@ class ModelFunctions:
 
     def __init__(self, model):
         self.model = model
-        self.on_accelerator = bool(tf.config.list_logical_devices("GPU"))
+        self.on_accelerator = bool(accelerators())
         self.image_shape = tuple(int(d) for d in model.input_shape[1:])
         self._images = tf.TensorSpec((None, *self.image_shape), tf.float32)
         self._forward = tf.function(lambda batch: model(batch, training=False), input_signature=[self._images])
@@ -97,7 +120,7 @@ class ModelFunctions:
 
     def default_batch_size(self, accelerator_batch_size: int) -> int:
         """The attack's own batch size on an accelerator, CPU_BATCH_SIZE on a CPU."""
-        return accelerator_batch_size if self.on_accelerator else CPU_BATCH_SIZE
+        return batch_size(accelerator_batch_size, self.on_accelerator)
 
     def predict(self, x: np.ndarray, batch_size: int) -> np.ndarray:
         """Class probabilities of ``x``, batched."""

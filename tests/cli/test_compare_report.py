@@ -82,6 +82,7 @@ def test_report_writes_plots_and_summary(compared, settings, tmp_path):
     summary = (out / "summary.md").read_text()
     for needle in ("Table 1", "Compute", "Classification report", "sadness", "offline_adv", "transfer"):
         assert needle in summary
+    check_results_page(out / "index.html", tmp_path, n_figures=len(list(out.glob("*.png"))))
     runs = json.loads(invoke("runs", "--format", "json").output)
     single = tmp_path / "single"
     invoke("report", f"run:{runs[0]['run_id']}", "--out", str(single), "--no-examples")
@@ -89,3 +90,28 @@ def test_report_writes_plots_and_summary(compared, settings, tmp_path):
     assert not list(single.glob("examples-*"))
     bad = CliRunner().invoke(main, ["report", "nope"])
     assert bad.exit_code != 0 and "nope" in bad.output
+
+
+def check_results_page(page, tmp_path, n_figures: int) -> None:
+    """index.html needs nothing beside it: moved away from the PNGs, it still shows every plot,
+    the comparison tables and the per-class reports in headless Chromium."""
+    import re
+    import shutil
+
+    from fq_browser import chromium, full_page_screenshot, wait_for_text
+
+    html = page.read_text()
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', html)) == n_figures
+    assert not re.search(r'(src|href)="(?!data:)', html), "no file, server or network is referenced"
+    alone = tmp_path / "alone" / "index.html"
+    alone.parent.mkdir()
+    shutil.copy(page, alone)
+    with chromium(tmp_path / "chromium") as browser:
+        browser.get(alone.as_uri())
+        text = wait_for_text(browser, lambda t: "Classification report" in t, "the report")
+        for heading in ("Table 1", "Accuracy by training mode", "Compute", "Figures", "All evaluations"):
+            assert heading in text
+        sizes = browser.execute_script("return Array.from(document.images).map(i => i.complete && i.naturalWidth)")
+        assert len(sizes) == n_figures and all(width > 300 for width in sizes), sizes
+        shot = full_page_screenshot(browser, tmp_path / "report.png")
+    assert shot.stat().st_size > 50_000

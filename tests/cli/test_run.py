@@ -57,7 +57,7 @@ def _counts(settings):
 
 def test_run_records_all_four_scenarios(finished_run, settings):
     out = finished_run.output
-    assert "results" in out and "offline_adv" in out and "fgsm-eps0.04" in out
+    assert "accuracy on the test set" in out and "offline_adv" in out and "fgsm-eps0.04" in out
     rows = json.loads(invoke("results", "--experiment", "demo", "--format", "json").output)
     # 2 models (baseline, hardened) x (clean + 2 FGSM + 1 one-pixel)
     assert len(rows) == 8
@@ -70,6 +70,37 @@ def test_run_records_all_four_scenarios(finished_run, settings):
     assert all(r["num_params"] > 0 and r["wall_seconds"] > 0 for r in runs)
     csv_out = invoke("results", "--format", "csv").output.splitlines()
     assert csv_out[0].startswith("experiment,") and len(csv_out) == 9
+
+
+# every command that prints a table: (arguments, a column only --wide shows); {gen} is the generation job
+TABLE_COMMANDS = [(["results"], "F1 (w)"), (["results", "--experiment", "demo", "--compare"], "ε"),
+                  (["runs"], "gradient evals"), (["jobs"], "executor"), (["status", "1"], "kind"),
+                  (["status", "{gen}"], None), (["store", "show", "{gen}"], "params"),
+                  (["resume", "1", "--local"], "kind")]
+
+
+def _generation_job(settings) -> int:
+    from ferqueue.db.session import open_database
+    from ferqueue.db.tables import JobRow
+
+    with open_database(settings.database_url).session() as s:
+        return s.query(JobRow).filter(JobRow.kind == "generate").one().id
+
+
+@pytest.mark.parametrize(("command", "wide_column"), TABLE_COMMANDS, ids=lambda c: " ".join(c) if c else "-")
+def test_every_table_fits_120_columns_unless_wide_and_has_json(finished_run, settings, command, wide_column):
+    args = [a.format(gen=_generation_job(settings)) for a in command]
+    # a 400-column "terminal": what is measured is the tables' own width, not rich squeezing them
+    narrow = CliRunner().invoke(main, args, env={"COLUMNS": "400"}, catch_exceptions=False)
+    assert narrow.exit_code == 0, narrow.output
+    widest = max(len(line) for line in narrow.output.splitlines())
+    assert widest <= 120, f"{' '.join(args)} prints {widest} columns:\n{narrow.output}"
+    wide = CliRunner().invoke(main, [*args, "--wide"], env={"COLUMNS": "400"}, catch_exceptions=False)
+    assert wide.exit_code == 0
+    if wide_column:
+        assert f" {wide_column} " not in narrow.output and f" {wide_column} " in wide.output
+    as_json = CliRunner().invoke(main, [*args, "--format", "json"], catch_exceptions=False)
+    assert as_json.exit_code == 0 and json.loads(as_json.output), as_json.output
 
 
 def test_store_verify_passes_then_catches_an_altered_shard(finished_run, settings):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fq_helpers import service_unavailable
 
 from ferqueue.cluster import FERQUEUE, ClusterTimeout, LocalCluster
 
@@ -24,13 +25,6 @@ _CLAIM = "ferqueue:test-redis-db:{}"
 __all__ = ["FERQUEUE", "REPO", "Cluster", "claim_redis_db"]
 
 
-def _unavailable(what: str, exc: Exception) -> None:
-    # as tests/conftest.py: a failure under FERQUEUE_REQUIRE_SERVICES=1 (CI), else a skip
-    if os.environ.get("FERQUEUE_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{what} is required (FERQUEUE_REQUIRE_SERVICES=1) but unreachable: {exc}")
-    pytest.skip(f"{what} unreachable: {exc}")
-
-
 def claim_redis_db() -> tuple[str, Callable[[], None]]:
     """A Redis database (1-15) that no other cluster or test session holds: (url, release)."""
     import redis
@@ -39,7 +33,7 @@ def claim_redis_db() -> tuple[str, Callable[[], None]]:
     try:
         admin.ping()
     except Exception as exc:  # noqa: BLE001 - any connection failure means "no server"
-        _unavailable(f"Redis at {REDIS_URL}", exc)
+        service_unavailable(f"Redis at {REDIS_URL}", exc)
     token = uuid.uuid4().hex
     for number in range(1, 16):
         if admin.set(_CLAIM.format(number), token, nx=True, ex=3 * 3600):

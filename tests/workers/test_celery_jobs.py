@@ -331,52 +331,6 @@ def test_tensorflow_lives_in_the_pool_children_only(shared_cluster):
     assert any("tensorflow" in maps(child) for child in _children(worker.pid))
 
 
-def test_flower_requires_basic_auth_and_sees_the_workers_events(shared_cluster):
-    import base64
-    import socket
-    import urllib.error
-    import urllib.request
-
-    cluster = shared_cluster
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**cluster.process_env(), "FERQUEUE_FLOWER_USER": "ops", "FERQUEUE_FLOWER_PASSWORD": "s3cret"}
-    with open(cluster.root / "flower.log", "wb") as log:
-        flower = subprocess.Popen([FERQUEUE, "flower", "--port", str(port)], env=env, stdout=log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
-    cluster.logs[flower.pid] = cluster.root / "flower.log"
-
-    def get(path: str, auth: bool = True) -> tuple[int, str]:
-        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
-        if auth:
-            request.add_header("Authorization", "Basic " + base64.b64encode(b"ops:s3cret").decode())
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, ""
-        except OSError:
-            return 0, ""
-
-    try:
-        cluster.wait(lambda: get("/", auth=False)[0], 60, "Flower to listen")
-        assert get("/", auth=False)[0] == 401
-        assert get("/api/workers")[0] == 200
-        cluster.wait(lambda: get("/api/tasks")[0] == 200, 30, "Flower's task API")  # subscribes to events
-
-        def seen_by_flower():
-            """Flower lists only the task events it received after subscribing: run small jobs
-            until the merge of one of them shows up there."""
-            assert _small_job(cluster, cluster.runtime()).status == "done"
-            return "ferqueue.merge_store" in get("/api/tasks")[1]
-
-        cluster.wait(seen_by_flower, 60, "Flower to see the task events of the workers")
-    finally:
-        flower.terminate()
-        flower.wait(10)
-
-
 def test_an_evaluation_shard_killed_mid_run_is_redone_and_aggregated_once(make_cluster):
     from ferqueue.db.queries import results
 

@@ -25,6 +25,19 @@ def _cli(*args, env=None):
     return CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
 
 
+def test_tasks_name_their_job_and_shard_and_held_work_is_known_by_them():
+    from ferqueue.jobs import Unit
+    from ferqueue.queue import held_key
+
+    shard, merge = Unit("generate", 7, 31), Unit("generate", 7)
+    assert shard.kwargs == {"job_id": 7, "shard_id": 31} and merge.kwargs == {"job_id": 7}
+    # what a worker reports of its active and reserved tasks (Request.info)
+    assert held_key({"name": shard.task, "args": [], "kwargs": shard.kwargs}) == ("ferqueue.generate_shard", 31)
+    assert held_key({"name": merge.task, "args": [], "kwargs": merge.kwargs}) == ("ferqueue.merge_store", 7)
+    assert held_key({"name": "ferqueue.generate_shard", "args": [7, 31], "kwargs": {}}) == ("ferqueue.generate_shard", 31)
+    assert held_key({"name": "ferqueue.train", "args": [], "kwargs": {}}) is None
+
+
 def test_celery_settings_are_json_only_late_acked_and_routed(settings):
     from ferqueue.queue import celery_config, queues, routes, task_names
     from workers.tasks import app
@@ -120,6 +133,13 @@ def test_worker_and_flower_commands(settings, monkeypatch):
 # ---- docker-compose.yml, and its commands run here without Docker ----------------------------
 
 FERQUEUE_SERVICES = ("migrate", "worker-generate", "worker-train", "flower")
+GPU_SERVICES = ("worker-generate-gpu", "worker-train-gpu")
+# the Compose Specification's JSON schema (compose-spec/compose-spec, schema/compose-spec.json),
+# as the npm package dclint 3.1.0 ships it in schemas/compose.schema.json
+COMPOSE_SCHEMA = REPO / "tests" / "data" / "compose-spec.json"
+# what a .env beside docker-compose.yml holds (docs/distributed.md)
+DOT_ENV = {"REDIS_PASSWORD": "r", "POSTGRES_PASSWORD": "p", "FLOWER_USER": "ops", "FLOWER_PASSWORD": "f",
+           "FERQUEUE_DATASETS": "/srv/fer/datasets", "FERQUEUE_KERAS_HOME": "/srv/fer/keras"}
 
 
 @pytest.fixture(scope="module")
@@ -128,15 +148,74 @@ def compose():
     return yaml.safe_load((REPO / "docker-compose.yml").read_text())
 
 
+def _interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's variable substitution: $$, ${VAR}, ${VAR:-default}, ${VAR:?error}."""
+    def value(match: re.Match) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        if env.get(name):
+            return env[name]
+        assert op != ":?", f"{name} is required: {arg}"
+        return arg if op == ":-" else ""
+
+    return re.sub(r"\$\$|\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", value, text)
+
+
+def test_compose_file_is_valid_under_the_compose_specification_schema(compose):
+    import json
+
+    import jsonschema
+    import yaml
+
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    validator = jsonschema.Draft7Validator(schema)
+    # as written, and as `docker compose --profile gpu config` reads it with a .env
+    resolved = yaml.safe_load(_interpolate((REPO / "docker-compose.yml").read_text(), DOT_ENV))
+    for shape in (compose, resolved):
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(shape)]
+        assert errors == [], "\n".join(errors)
+    assert set(GPU_SERVICES) <= set(resolved["services"]), "the gpu profile's services are checked too"
+    assert resolved["services"]["worker-generate"]["volumes"][1] == "/srv/fer/datasets:/datasets:ro"
+    # the schema does catch a mistake in a GPU reservation
+    broken = yaml.safe_load(_interpolate((REPO / "docker-compose.yml").read_text(), DOT_ENV))
+    broken["services"]["worker-generate-gpu"]["deploy"]["resources"]["reservations"]["device"] = [{"count": 1}]
+    assert [e for e in validator.iter_errors(broken) if "device" in e.message]
+
+
+def test_compose_gpu_profile_reserves_nvidia_gpus_with_the_gpu_image(compose):
+    import tomllib
+
+    services = compose["services"]
+    assert {name for name, svc in services.items() if "gpu" in svc.get("profiles", [])} == set(GPU_SERVICES)
+    for name in GPU_SERVICES:
+        svc = services[name]
+        assert svc["image"] == "ferqueue:gpu" and svc["build"] == {"context": ".", "args": {"VARIANT": "gpu"}}
+        assert svc["deploy"]["resources"]["reservations"]["devices"] == [
+            {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+        assert svc["environment"]["TF_FORCE_GPU_ALLOW_GROWTH"] == "true", "GPU workers share a GPU's memory"
+        cpu_twin = services[name.removesuffix("-gpu")]
+        assert svc["command"] == cpu_twin["command"] and svc["volumes"] == cpu_twin["volumes"]
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "ARG VARIANT=cpu" in dockerfile and 'gpu) pip install "/app[gpu]"' in dockerfile
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(dep.startswith("tensorflow[and-cuda]") for dep in extras["gpu"])
+
+
 def test_compose_services_share_one_image_and_environment(compose):
     services = compose["services"]
-    assert set(services) == {"redis", "postgres", *FERQUEUE_SERVICES}
+    assert set(services) == {"redis", "postgres", *FERQUEUE_SERVICES, *GPU_SERVICES}
     base = services["worker-generate"]["environment"]
-    for name in FERQUEUE_SERVICES:
+    for name in (*FERQUEUE_SERVICES, *GPU_SERVICES):
         svc = services[name]
-        assert svc["image"] == "ferqueue:latest" and svc["build"] == "."
+        if name not in GPU_SERVICES:
+            assert svc["image"] == "ferqueue:latest" and svc["build"] == "."
         assert svc["environment"].items() >= base.items(), f"{name} lacks the shared environment"
         assert "store:/data" in svc["volumes"] and svc["environment"]["FERQUEUE_HOME"] == "/data"
+        # datasets read-only and Keras's folder (ImageNet weights) from the host, at fixed paths
+        assert "${FERQUEUE_DATASETS:-./datasets}:/datasets:ro" in svc["volumes"]
+        assert "${FERQUEUE_KERAS_HOME:-./keras}:/keras" in svc["volumes"] and svc["environment"]["KERAS_HOME"] == "/keras"
     assert "container_name" not in services["worker-generate"] and "ports" not in services["worker-generate"], \
         "worker-generate must scale with --scale"
     assert "--requirepass" in " ".join(services["redis"]["command"])
@@ -169,6 +248,7 @@ def test_compose_commands_run_without_docker(compose, backend, settings, request
 
     Database(url).check_schema()  # at head, as the workers require
     for name, expected in (("worker-generate", "-Q generate"), ("worker-train", "-Q train,evaluate"),
+                           ("worker-generate-gpu", "-Q generate"), ("worker-train-gpu", "-Q train,evaluate"),
                            ("flower", "ferqueue.monitor --port=5555 --address=0.0.0.0")):
         shown = subprocess.run([*local(name), "--dry-run"], cwd=REPO, env=env, capture_output=True, text=True)
         assert shown.returncode == 0 and expected in shown.stdout, shown.stdout + shown.stderr

@@ -8,6 +8,10 @@
 3. one Celery worker: the same job on a worker with one pool child and 2 TensorFlow threads;
 4. two Celery workers: one child each, 1 TensorFlow thread each.
 (plus one worker with 1 thread, the baseline of the classic scaling efficiency).
+5. with ``--ray-sizes``: against the peer a user would pick instead, Ray Data: at each job size,
+   the same FGSM job (the same images, read from the same dataset cache, written to disk)
+   through ``map_batches`` on two one-CPU actors, against ferqueue's two one-thread workers;
+   ferqueue's cold job is the first on freshly started workers, Ray starts its actors per job.
 
 Ways 1-2 run in this process with 2 TensorFlow threads, so 1 and 3 use the same cores.
 Every way is timed twice: ``cold`` includes loading the model (and, on a fresh worker,
@@ -20,6 +24,7 @@ recorded around every measurement.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -71,14 +76,17 @@ class Bench:
             image_size=args.image_size, class_names=list(data.class_names), weights="random",
             size_bytes=path.stat().st_size)
         self.x, self.y = data.take(split.train[: args.images])
+        self.train_index, self.labels = split.train, data.labels
+        self.cache_file = Path(data.images.filename)
         self.n = len(self.x)
 
-    def plan(self):
+    def plan(self, limit: int | None = None):
         from ferqueue import jobs
 
         return jobs.plan(self.rt, jobs.GenerateSpec(
             artifact_id=self.artifact.id, dataset_id=self.ds_row.id, split_id=self.split_row.id,
-            attacks=[f"fgsm:eps={self.args.eps:g}"], shard_size=self.args.shard_size, limit=self.args.images))
+            attacks=[f"fgsm:eps={self.args.eps:g}"], shard_size=self.args.shard_size,
+            limit=limit or self.args.images))
 
     def _measure(self, run) -> dict:
         """Time ``run``; a run that returns a job id also reports where its time went."""
@@ -153,13 +161,96 @@ class Bench:
         finally:
             cluster.stop()
 
-    def _run_job(self, executor, cluster) -> int:
-        job = self.plan()
+    def _run_job(self, executor, cluster, limit: int | None = None) -> int:
+        job = self.plan(limit)
         executor.submit(job.id)
         finished = cluster.wait_for_job(self.rt, job.id, timeout=3600, interval=0.05)
         if finished.status != "done":
             raise SystemExit(f"benchmark job {job.id} ended {finished.status}: {finished.error}")
         return job.id
+
+
+    # ---- against Ray Data ------------------------------------------------------------------------
+
+    def against_ray(self, sizes: list[int]) -> dict:
+        import numpy as np
+        import ray
+
+        from ferqueue.cluster import LocalCluster
+        from ferqueue.queue import CeleryExecutor
+
+        index_file, labels_file = self.root / "train-index.npy", self.root / "labels.npy"
+        np.save(index_file, self.train_index)
+        np.save(labels_file, self.labels)
+        actor_args = {"model_path": str(self.artifact.path), "sha256": self.artifact.sha256,
+                      "cache": str(self.cache_file), "index": str(index_file), "labels": str(labels_file),
+                      "eps": self.args.eps}
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        rows = []
+        try:
+            for n in sizes:
+                cluster = LocalCluster(self.root / f"vs-ray-{n}", dict(self.env, FERQUEUE_TF_THREADS="1"), cwd=REPO)
+                try:
+                    started = time.perf_counter()
+                    for _ in range(2):
+                        cluster.start_worker(queues="generate", concurrency=1, tf_threads=1, name="vsray",
+                                             timeout=120, loglevel="warning")
+                    start_seconds = time.perf_counter() - started
+                    executor = CeleryExecutor(self.rt)
+                    job = functools.partial(self._run_job, executor, cluster, n)
+                    cold, warm = self._measure(job), self._measure(job)
+                finally:
+                    cluster.stop()
+                out_dir = self.root / f"ray-{n}"
+                before = _load()
+                started = time.perf_counter()
+                (ray.data.range(n, override_num_blocks=max(2, n // self.args.shard_size))
+                 .map_batches(RayFGSM, fn_constructor_kwargs=actor_args, concurrency=2, num_cpus=1,
+                              batch_size=self.args.shard_size, batch_format="numpy")
+                 .write_numpy(str(out_dir), column="x_adv"))
+                ray_seconds = time.perf_counter() - started
+                written = sum(np.load(f, mmap_mode="r").shape[0] for f in out_dir.glob("*.npy"))
+                if written != n:
+                    raise SystemExit(f"Ray wrote {written} examples for a job of {n}")
+                rows.append({
+                    "images": n, "ferqueue_worker_start_seconds": round(start_seconds, 2),
+                    "ferqueue_cold": {k: cold[k] for k in ("seconds", "images_per_second")},
+                    "ferqueue_warm": {k: warm[k] for k in ("seconds", "images_per_second")},
+                    "ray": {"seconds": round(ray_seconds, 3), "images_per_second": round(n / ray_seconds, 2),
+                            "load_before": before, "load_after": _load()},
+                    "ferqueue_cold_vs_ray": round(cold["images_per_second"] / (n / ray_seconds), 3),
+                    "ferqueue_warm_vs_ray": round(warm["images_per_second"] / (n / ray_seconds), 3),
+                })
+        finally:
+            ray.shutdown()
+        return {"sizes": rows, "ray_version": ray.__version__,
+                "ferqueue_at_least_as_fast_as_ray_at_every_size_cold_included":
+                    all(r["ferqueue_cold_vs_ray"] >= 1.0 and r["ferqueue_warm_vs_ray"] >= 1.0 for r in rows)}
+
+
+class RayFGSM:
+    """A Ray actor: the same model and attack, one TensorFlow thread, images from the same cache."""
+
+    def __init__(self, model_path: str, sha256: str, cache: str, index: str, labels: str, eps: float):
+        import numpy as np
+
+        from ferqueue.attacks import parse_attack
+        from ferqueue.models import load_model
+        from ferqueue.runtime import configure_tensorflow
+
+        configure_tensorflow(1)
+        self.model = load_model(model_path, sha256)
+        self.images = np.load(cache, mmap_mode="r")
+        self.index = np.load(index)
+        self.labels = np.load(labels)
+        self.attack = parse_attack(f"fgsm:eps={eps:g}")
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        rows = self.index[batch["id"]]
+        x = np.asarray(self.images[rows], np.float32)
+        return {"x_adv": self.attack(self.model, x, self.labels[rows]).x_adv}
 
 
 def _paired_overhead(way: dict) -> float:
@@ -187,6 +278,8 @@ def main() -> None:
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/15",
                         help="An otherwise unused Redis database: it is flushed.")
     parser.add_argument("--keep", action="store_true", help="Keep the stores, ledger and worker logs.")
+    parser.add_argument("--ray-sizes", help="Job sizes (e.g. 512,2048,8192) of the comparison with Ray Data; "
+                        "needs the bench extra. Only that comparison runs.")
     parser.add_argument("--out", type=Path, default=REPO / "bench-out" / "generation.json")
     args = parser.parse_args()
     if args.images // args.shard_size < 8:
@@ -199,6 +292,21 @@ def main() -> None:
         parser.error(f"Redis database {args.broker} is not empty; pick an unused one with --broker")
 
     bench = Bench(args)
+    if args.ray_sizes:
+        sizes = [int(v) for v in args.ray_sizes.split(",")]
+        args.images = max(args.images, max(sizes))
+        bench.setup()
+        report = {"benchmark": "FGSM generation: ferqueue's 2 one-thread workers vs Ray Data map_batches on 2 "
+                               "one-CPU actors, same images from the same cache, results on disk",
+                  "model": args.model, "image_size": args.image_size, "shard_or_batch_size": args.shard_size,
+                  **bench.against_ray(sizes), "load_average_end": _load()}
+        broker.flushdb()
+        text = json.dumps(report, indent=2)
+        args.out.write_text(text + "\n")
+        print(text)
+        if not args.keep:
+            shutil.rmtree(bench.root, ignore_errors=True)
+        return
     bench.setup()
     ways = {"in_process": bench.in_process(), "local_executor": bench.local_executor(),
             "celery_1_worker_2_threads": bench.celery(1, 2), "celery_2_workers_1_thread": bench.celery(2, 1),

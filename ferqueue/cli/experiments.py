@@ -261,10 +261,7 @@ def runs(experiment, out: Output):
     rt = app.open_runtime(write=False)
     exp_id = ledger.find_experiment(rt.db, experiment).id if experiment else None
     rows = queries.training_runs(rt.db, exp_id)
-    if out.as_table:
-        console.print(render.runs_table(rows, out.wide))
-    else:
-        render.echo_json(rows)
+    render.emit(out, rows, lambda wide: render.runs_table(rows, wide))
 
 
 @main.command()

@@ -65,6 +65,16 @@ def plain(value):
     return value
 
 
+def emit(out, value, table) -> None:
+    """``value`` as JSON, or as the table ``table(wide)`` makes of it, as ``out`` asks."""
+    from ferqueue.cli.base import console
+
+    if out.as_table:
+        console.print(table(out.wide))
+    else:
+        echo_json(value)
+
+
 def echo_json(value) -> None:
     click.echo(json.dumps(plain(value), indent=2, default=str))
 

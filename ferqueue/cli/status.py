@@ -31,10 +31,7 @@ def watch_job(rt, job_id: int, interval: float = 1.0, live: bool = True, wide: b
 
 def print_status(rt, job_id: int, out: Output) -> None:
     view = queries.job_view(rt.db, job_id)
-    if out.as_table:
-        console.print(render.status_view(view, out.wide))
-    else:
-        render.echo_json(view)
+    render.emit(out, view, lambda wide: render.status_view(view, wide))
 
 
 @main.command()
@@ -80,10 +77,7 @@ def list_jobs(limit, out: Output):
     """Recent top-level jobs."""
     rt = app.open_runtime(write=False)
     rows = queries.jobs(rt.db, limit)
-    if out.as_table:
-        console.print(render.jobs_table(rows, out.wide))
-    else:
-        render.echo_json(rows)
+    render.emit(out, rows, lambda wide: render.jobs_table(rows, wide))
 
 
 @main.command()

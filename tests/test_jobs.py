@@ -270,6 +270,8 @@ def test_sharded_evaluation_gives_exactly_the_metrics_of_one_task(rt, synthetic_
         job = jobs.plan(rt, EvaluateSpec(artifact_id=artifact.id, dataset_id=ds_row.id, split_id=split_row.id,
                                          attacks=attacks, shard_size=shard_size))
         assert job.n_shards == (1 + len(attacks)) * (1 if shard_size > len(split.test) else -(-len(split.test) // 20))
+        planned = [s.attack_key for s in ledger.shards(rt.db, job.id)]
+        assert planned[0] == "whitebox:pixel-random-k1-q15" and planned[-1] == "clean:none", "the dearest part first"
         rows[shard_size] = _evaluation_rows(rt, run_job(rt, job.id).id)
     assert rows[10_000] == rows[20]
     assert len(rows[20]) == 4 and rows[20][("clean", "none")]["n"] == len(split.test)

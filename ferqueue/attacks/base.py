@@ -108,6 +108,12 @@ class Attack:
     def check_image_size(self, image_size: int) -> None:
         """Refuse to be planned on images of this size when the attack cannot run on them."""
 
+    @property
+    def passes_per_image(self) -> int:
+        """Model passes (forward, or forward and backward) per image at most: what a shard of
+        this attack costs against another's, to plan the dearest first."""
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
         return f"{type(self).__name__}({args})"

@@ -81,6 +81,10 @@ class FGSM(_SignGradient):
         p = self._params
         return p["eps"], p["alpha"] if p["random_start"] else p["eps"], 1, p["random_start"]
 
+    @property
+    def passes_per_image(self) -> int:
+        return 2 + 1  # a forward and backward pass, and the adversarial image scored
+
     def _key_parts(self) -> list[str]:
         p = self._params
         parts = [f"eps{number_text(p['eps'])}"]
@@ -120,6 +124,10 @@ class PGD(_SignGradient):
     def _schedule(self):
         p = self._params
         return p["eps"], p["step_size"], p["steps"], p["random_start"]
+
+    @property
+    def passes_per_image(self) -> int:
+        return 2 * self._params["steps"] + 1
 
     def _key_parts(self) -> list[str]:
         p = self._params

@@ -79,6 +79,12 @@ class PixelAttack(Attack):
             parts = [p["method"], f"k{p['k']}", f"p{p['popsize']}", f"g{p['maxiter']}"]
         return parts + ([f"s{p['seed']}"] if p["seed"] else [])
 
+    @property
+    def passes_per_image(self) -> int:
+        p = self._params
+        queries = p["queries"] if p["method"] == "random" else p["popsize"] * (p["maxiter"] + 1)
+        return queries + 2  # the candidates (forward passes), the clean and the adversarial image
+
     def check_image_size(self, image_size: int) -> None:
         if self._params["k"] > image_size * image_size:
             raise ConfigError(f"k {self._params['k']} exceeds the {image_size * image_size} pixels of a "

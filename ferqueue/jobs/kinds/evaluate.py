@@ -95,11 +95,13 @@ class Evaluate(FileShards):
 
         total = ledger.split(rt.db, spec.split_id).size(spec.subset)
         total = total if spec.limit is None else min(total, spec.limit)
-        parts = [(part_key(CLEAN, "none"), "none", total)]
-        parts += [(part_key(WHITEBOX, parse_attack(a).key), a, total) for a in spec.attacks]
+        # the dearest parts first: workers that finish the cheap shards last end together
+        attacks = sorted(spec.attacks, key=lambda a: -parse_attack(a).passes_per_image)
+        parts = [(part_key(WHITEBOX, parse_attack(a).key), a, total) for a in attacks]
         if spec.transfer_store_job_id is not None:
             _job, store = rt.finished_store(spec.transfer_store_job_id)
             parts += [(part_key(TRANSFER, key), key, store.size(key)) for key in store.attacks]
+        parts.append((part_key(CLEAN, "none"), "none", total))
         plans = []
         for key, attack_spec, n in parts:
             for start in range(0, n, spec.shard_size):
@@ -172,7 +174,9 @@ class Evaluate(FileShards):
         store = rt.finished_store(spec.transfer_store_job_id)[1] if spec.transfer_store_job_id is not None else None
         summaries = {row["attack_key"]: row for row in store.summary()} if store is not None else {}
         records, left_out = [], {}
-        for key, shards in parts.items():
+        # the clean record first (the results tables' order), the attacks in the order asked for
+        order = [part_key(CLEAN, "none")] + [part_key(WHITEBOX, parse_attack(a).key) for a in spec.attacks]
+        for key, shards in sorted(parts.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
             read = [read_outcomes(rt.store_file(s.path), s.sha256, s.size_bytes) for s in shards]
             outcomes = join_outcomes([arrays for arrays, _attrs in read])
             seconds = float(sum(s.seconds or 0.0 for s in shards))

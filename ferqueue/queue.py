@@ -16,8 +16,10 @@ from kombu import Queue
 
 from ferqueue.config import Settings
 from ferqueue.db import ledger
-from ferqueue.errors import ConfigError
+from ferqueue.errors import ConfigError, TransientError
 from ferqueue.jobs import Executor, InFlight, Unit, registered, run_unit
+from ferqueue.jobs.execution import RETRY_BACKOFF, RETRY_BACKOFF_MAX, TRANSIENT_RETRIES
+from ferqueue.jobs.supervise import Supervisor
 
 # the module `celery -A` loads in a worker: it makes the app and registers the tasks
 WORKER_APP = "workers.celery_app"
@@ -27,6 +29,12 @@ MAX_TASKS_PER_CHILD = 200
 # a task that is still running
 TIME_LIMIT_MARGIN = 60
 MIN_VISIBILITY_TIMEOUT = 2 * TIME_LIMIT_MARGIN
+# sending a task while the broker restarts: tried again for about half a minute before it fails
+PUBLISH_RETRY = {"max_retries": 15, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 3}
+
+
+def is_amqp(url: str | None) -> bool:
+    return bool(url) and url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp")
 
 
 def queues() -> tuple[str, ...]:
@@ -60,13 +68,17 @@ def celery_config(settings: Settings) -> dict:
     if settings.visibility_timeout < MIN_VISIBILITY_TIMEOUT:
         raise ConfigError(f"FERQUEUE_VISIBILITY_TIMEOUT={settings.visibility_timeout} is too short: it must "
                           f"exceed the longest task, at least {MIN_VISIBILITY_TIMEOUT} s")
-    transport = {"visibility_timeout": settings.visibility_timeout}
+    redis = {"visibility_timeout": settings.visibility_timeout}
+    # RabbitMQ: publisher confirms, so a task counts as sent only once the broker has it
+    transport = {"confirm_publish": True} if is_amqp(settings.broker_url) else redis
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.result_backend,
         "broker_transport_options": transport,
-        "result_backend_transport_options": transport,
+        "result_backend_transport_options": redis,
         "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,  # a worker waits out a broker restart, however long
+        "task_publish_retry_policy": PUBLISH_RETRY,
         # JSON only: a pickle payload from the broker could run code in the worker
         "task_serializer": "json",
         "result_serializer": "json",
@@ -78,7 +90,10 @@ def celery_config(settings: Settings) -> dict:
         "worker_prefetch_multiplier": 1,
         "task_time_limit": settings.visibility_timeout - TIME_LIMIT_MARGIN,
         "task_soft_time_limit": settings.visibility_timeout - 2 * TIME_LIMIT_MARGIN,
-        "task_queues": [Queue(name, routing_key=name) for name in queues()],
+        # durable queues and persistent messages (Celery's default delivery mode): on RabbitMQ they
+        # outlive a broker restart; classic rather than quorum queues, which would need Celery's
+        # native delayed delivery for the retries' countdowns (docs/distributed.md)
+        "task_queues": [Queue(name, routing_key=name, durable=True) for name in queues()],
         "task_routes": {name: {"queue": queue, "routing_key": queue} for name, queue in routes().items()},
         "task_default_queue": queues()[0],
         "task_create_missing_queues": False,
@@ -92,6 +107,21 @@ def celery_config(settings: Settings) -> dict:
         "result_expires": 7 * 24 * 3600,
         "result_extended": True,
     }
+
+
+def task_options() -> dict:
+    """How every task is registered (workers/tasks.py): an error that may pass reaches Celery as
+    TransientError (``ferqueue.errors.transient`` decides, in run_unit) and is retried with
+    exponential backoff and jitter; the ledger bounds a started unit's attempts."""
+    return {"autoretry_for": (TransientError,), "retry_backoff": RETRY_BACKOFF,
+            "retry_backoff_max": RETRY_BACKOFF_MAX, "retry_jitter": True, "max_retries": TRANSIENT_RETRIES}
+
+
+def start_supervisor(rt, app: Celery) -> Supervisor | None:
+    """The supervisor thread of a worker's main process (None when FERQUEUE_SUPERVISE_SECONDS=0)."""
+    if rt.settings.supervise_seconds <= 0:
+        return None
+    return Supervisor(CeleryExecutor(rt, app), rt.settings.supervise_seconds).start()
 
 
 def make_app(settings: Settings) -> Celery:
@@ -124,7 +154,8 @@ class CeleryExecutor(Executor):
         self.app = app or app_for(rt.settings)
 
     def check_connection(self) -> None:
-        """Fail fast, before a job is planned, when the broker or the result backend is down."""
+        """Fail fast, before a job is planned, when the broker or the result backend is down
+        (RabbitMQ's rpc:// results travel over the broker's own connection)."""
         with self.app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1)
         client = getattr(self.app.backend, "client", None)  # the Redis result backend

@@ -1,6 +1,5 @@
 """What kinds whose shards are files in the job's store folder share: discarding a losing
-attempt's file, repairing damaged files before a resume, and the folder's lock around the
-job's finishing unit (a merge, an aggregation)."""
+attempt's file, repairing damaged files before a resume, and clean-up after the finishing unit."""
 
 from __future__ import annotations
 
@@ -34,10 +33,11 @@ class FileShards(JobKind):
             ledger.unclaim_finish(rt.db, job.id)
         return messages
 
-    def exclusive(self, rt, job_id: int):
-        from ferqueue.store.layout import merge_lock
-
-        return merge_lock(rt.store_dir(job_id))
+    def discard_finish(self, rt, job_id: int, finished) -> None:
+        """A merge that lost its lease leaves its manifest (content-addressed) unless it is the
+        one recorded."""
+        if finished.store is not None and finished.store[0] != ledger.job(rt.db, job_id).store_path:
+            rt.store_file(finished.store[0]).unlink(missing_ok=True)
 
     def keep_only_recorded(self, rt, job_id: int, extra=()) -> None:
         """Delete what killed or losing attempts left in the job's folder."""

@@ -5,7 +5,7 @@ encoded (ferqueue.store.encoding), and per-example facts in small dtypes, all co
 written atomically (ferqueue.files) under a content-addressed name (``shard-00003-<sha12>.h5``),
 so a redelivered task can never overwrite a shard that the ledger already points at.
 
-The merged store (format 2) copies nothing: ``store.h5`` is a manifest of the verified shards
+The merged store (format 2) copies nothing: ``store-<sha12>.h5`` is a manifest of the verified shards
 of each attack (their ranges, paths relative to the store's folder, sha256 and sizes) plus the
 provenance and a summary. Reading an attack reads its shards, each checked against its sha256
 the first time this process reads it: a missing or altered shard is an error, never zeros.
@@ -27,7 +27,7 @@ import numpy as np
 from ferqueue.errors import StoreError
 from ferqueue.files import fingerprint_file, write_atomically
 from ferqueue.store.encoding import DATASET, DENSE, Originals, decode, encode
-from ferqueue.store.layout import outcomes_name, shard_name
+from ferqueue.store.layout import outcomes_name, shard_name, store_name
 
 FORMAT_VERSION = 2
 # per-example facts: the dtype kept on disk (small) and the dtype they are read back as
@@ -232,18 +232,18 @@ def read_shard(path: str | Path, fields: tuple[str, ...] = ("images", *FIELDS), 
 # ---- the merged store ---------------------------------------------------------------------------
 
 
-def merge_shards(shards: list[dict], out_path: Path, attrs: dict) -> tuple[str, int]:
-    """Write the store's manifest over verified shards, one entry per attack key; no example
-    is copied.
+def merge_shards(shards: list[dict], store_dir: Path, attrs: dict) -> StoredFile:
+    """Write the store's manifest over verified shards, one entry per attack key, as
+    ``store_dir/store-<sha12>.h5``; no example is copied.
 
     ``shards``: dicts with index, attack_key, start, stop, path, sha256, size_bytes and, when
     known, n_success and queries. Every shard is checked against the ledger (sha256, size) and
     against the store's provenance; the examples of each attack must cover their index ranges
-    without gap or overlap. Returns (sha256, size) of the manifest.
+    without gap or overlap.
     """
     if not shards:
         raise StoreError("cannot merge a store with no shards")
-    out_path = Path(out_path)
+    store_dir = Path(store_dir)
     by_attack: dict[str, list[dict]] = {}
     for shard in shards:
         by_attack.setdefault(shard["attack_key"], []).append(shard)
@@ -261,7 +261,7 @@ def merge_shards(shards: list[dict], out_path: Path, attrs: dict) -> tuple[str, 
         for shard in group:
             path = Path(shard["path"])
             verify_shard(path, shard["sha256"], shard.get("size_bytes"))
-            entry, meta = _manifest_entry(path, shard, attrs, out_path.parent)
+            entry, meta = _manifest_entry(path, shard, attrs, store_dir)
             entries.append(entry)
         n = sum(e["stop"] - e["start"] for e in entries)
         size = sum(e["size_bytes"] for e in entries)
@@ -280,9 +280,8 @@ def merge_shards(shards: list[dict], out_path: Path, attrs: dict) -> tuple[str, 
             for key, group in groups.items():
                 out.create_group(key).attrs.update(_json_attrs(group))
 
-    _final, sha = write_atomically(out_path.parent, write, lambda _digest: out_path.name, prefix=".store-",
-                                   suffix=".h5.tmp")
-    return sha, out_path.stat().st_size
+    final, sha = write_atomically(store_dir, write, store_name, prefix=".store-", suffix=".h5.tmp")
+    return StoredFile(path=final, sha256=sha, size_bytes=final.stat().st_size)
 
 
 def _manifest_entry(path: Path, shard: dict, attrs: dict, store_dir: Path) -> tuple[dict, dict]:
@@ -320,7 +319,7 @@ class AdversarialStore:
         self.path = Path(path)
         self.originals = originals
         if self.path.is_dir():
-            raise StoreError(f"{self.path} is a folder, not a store file (a store is job-NNNNNN/store.h5)")
+            raise StoreError(f"{self.path} is a folder, not a store file (a store is job-NNNNNN/store-<sha12>.h5)")
         if not self.path.is_file():
             raise StoreError(f"store file {self.path} does not exist")
         if sha256 is not None:

@@ -56,9 +56,9 @@ def assert_store_exact(cluster, rt, job_id: int, limit: int | None = None) -> Jo
         np.testing.assert_array_equal(part["source_index"], expected)
         np.testing.assert_array_equal(part["labels"], cluster.labels[expected])
     assert job.result["n_examples"] == len(expected) * len(store.attacks)
-    recorded = {Path(s.path).name for s in ledger.shards(rt.db, job_id)}
-    left = {p.name for p in rt.store_dir(job_id).iterdir()} - {"store.h5", ".merge.lock"}
-    assert left == recorded, "only the recorded shard files remain: no half-written or surplus file"
+    recorded = {Path(s.path).name for s in ledger.shards(rt.db, job_id)} | {Path(job.store_path).name}
+    left = {p.name for p in rt.store_dir(job_id).iterdir()}
+    assert left == recorded, "only the recorded shard and store files remain: no half-written or surplus file"
     return job
 
 

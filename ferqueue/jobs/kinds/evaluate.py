@@ -74,6 +74,7 @@ class Evaluate(FileShards):
     queue = "evaluate"
     shard_task = "ferqueue.evaluate_shard"
     finish_task = "ferqueue.aggregate_evaluation"
+    finish_name = "aggregation"
 
     def check(self, rt, spec: EvaluateSpec, partial: bool = False) -> None:
         from ferqueue.evaluate import map_classes
@@ -203,9 +204,10 @@ class Evaluate(FileShards):
         rows = [{"experiment_id": job.experiment_id, "artifact_id": artifact.id, "training_run_id": run_id,
                  "dataset_id": ds_row.id, "split_id": spec.split_id, "subset": spec.subset,
                  "unmapped": _unmapped_record(unmapped, rec, mapping), **rec.columns()} for rec in records]
-        ids = ledger.replace_evaluations(rt.db, job.id, rows)
         self.keep_only_recorded(rt, job.id)
-        return Finished({"evaluation_ids": ids, "artifact_id": artifact.id, "clean_accuracy": records[0].accuracy})
+        # the rows are written with the job's result, in one transaction (their ids become the
+        # result's evaluation_ids), and only if this aggregation still holds the job's lease
+        return Finished({"artifact_id": artifact.id, "clean_accuracy": records[0].accuracy}, evaluations=rows)
 
 
 def _unmapped_record(unmapped: dict | None, record, mapping) -> dict | None:

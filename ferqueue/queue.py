@@ -18,7 +18,7 @@ from ferqueue.config import Settings
 from ferqueue.db import ledger
 from ferqueue.errors import ConfigError, TransientError
 from ferqueue.jobs import Executor, InFlight, Unit, registered, run_unit
-from ferqueue.jobs.execution import RETRY_BACKOFF, RETRY_BACKOFF_MAX, TRANSIENT_RETRIES
+from ferqueue.jobs.execution import RETRY_BACKOFF, RETRY_BACKOFF_MAX, TRANSIENT_RETRIES, retried_if_transient
 from ferqueue.jobs.supervise import Supervisor
 
 # the module `celery -A` loads in a worker: it makes the app and registers the tasks
@@ -190,5 +190,6 @@ def held_key(task: dict) -> tuple[str, int] | None:
 
 def run_task(rt, app: Celery, job_id: int, shard_id: int | None = None) -> dict:
     """What every Celery task does: run its unit; what follows is sent to the queues."""
-    job = ledger.job(rt.db, job_id)
+    with retried_if_transient():  # the ledger may be away: the task is retried, not failed
+        job = ledger.job(rt.db, job_id)
     return run_unit(CeleryExecutor(rt, app), Unit(job.kind, job_id, shard_id))

@@ -370,11 +370,14 @@ def unfinished_shards(db: Database, job_id: int) -> list[Shard]:
 
 
 def begin_shard(db: Database, shard_id: int, owner: str, lease_seconds: float = 60, *, worker: str | None = None,
-                max_attempts: int | None = None, take_from: str | None = None) -> Shard | None:
+                max_attempts: int | None = None, take_from: str | None = None,
+                note: str | None = None) -> Shard | None:
     """Mark a shard running, count the attempt and give ``owner`` its lease for ``lease_seconds``.
     None when it is done or cancelled (a redelivered task), another process holds a live lease
     on it (see ``_free``), or, with ``max_attempts``, no attempt is left; the caller does nothing.
-    ``worker``: what status shows (host:pid), the owner by default."""
+    ``worker``: what status shows (host:pid), the owner by default; ``note``: recorded as the
+    shard's last error (why the attempt before this one ended), which stays until it is done."""
+    more = {} if note is None else {"error": note[:_ERROR_CHARS]}
     conditions = [ShardRow.id == shard_id, ShardRow.status.in_(STARTABLE_SHARD_STATES), _free(ShardRow, take_from)]
     if max_attempts is not None:
         conditions.append(ShardRow.attempts < max_attempts)
@@ -382,7 +385,7 @@ def begin_shard(db: Database, shard_id: int, owner: str, lease_seconds: float = 
         claimed = s.execute(
             update(ShardRow).where(*conditions)
             .values(status=RUNNING, attempts=ShardRow.attempts + 1, worker=worker or owner, started_at=utcnow(),
-                    lease_owner=owner, lease_expires_at=_until(lease_seconds))
+                    lease_owner=owner, lease_expires_at=_until(lease_seconds), **more)
         ).rowcount
         if not claimed:
             return None
@@ -476,20 +479,22 @@ def reclaim_job(db: Database, job_id: int, note: str, restart_within: float) -> 
                                  lease_expires_at=_until(restart_within))).rowcount == 1
 
 
-def give_up_shard(db: Database, shard_id: int, max_attempts: int, error: str) -> bool:
+def give_up_shard(db: Database, shard_id: int, max_attempts: int, error: str,
+                  take_from: str | None = None) -> bool:
     """A shard that used up its attempts and that nobody holds -> failed. Exactly one caller wins."""
     with db.session() as s:
         return s.execute(update(ShardRow).where(ShardRow.id == shard_id, ShardRow.status.in_((PENDING, RUNNING)),
-                                                ShardRow.attempts >= max_attempts, _free(ShardRow))
+                                                ShardRow.attempts >= max_attempts, _free(ShardRow, take_from))
                          .values(status=FAILED, error=error[:_ERROR_CHARS], finished_at=utcnow(),
                                  **_NO_LEASE)).rowcount == 1
 
 
-def give_up_job(db: Database, job_id: int, max_attempts: int, error: str) -> bool:
+def give_up_job(db: Database, job_id: int, max_attempts: int, error: str,
+                take_from: str | None = None) -> bool:
     """A finishing unit that used up its attempts and that nobody holds: its job -> failed."""
     with db.session() as s:
         return s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status.in_(ACTIVE_JOB_STATES),
-                                              JobRow.attempts >= max_attempts, _free(JobRow))
+                                              JobRow.attempts >= max_attempts, _free(JobRow, take_from))
                          .values(status=FAILED, error=error[:_ERROR_CHARS], finished_at=utcnow(),
                                  **_NO_LEASE)).rowcount == 1
 

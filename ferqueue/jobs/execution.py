@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from ferqueue.db import ledger
 from ferqueue.errors import GaveUp, LeaseLost, TransientError, describe, transient
-from ferqueue.jobs.leases import Heartbeat, dead_holder, new_owner
+from ferqueue.jobs.leases import Heartbeat, attempt_owner, dead_holder
 from ferqueue.jobs.registry import Progress, kind, no_progress
 from ferqueue.vocabulary import CANCELLED, DONE, MERGING, PENDING, RUNNING
 
@@ -30,6 +32,17 @@ RETRY_BACKOFF_MAX = 30
 # how often a unit that has not started (its connection to the database or broker failed
 # before it could take a lease) is retried; a started unit is bounded by FERQUEUE_MAX_ATTEMPTS
 TRANSIENT_RETRIES = 20
+
+
+@contextmanager
+def retried_if_transient() -> Iterator[None]:
+    """An error that may pass, raised in the block, as TransientError (which the executors retry)."""
+    try:
+        yield
+    except Exception as exc:
+        if transient(exc) and not isinstance(exc, TransientError):
+            raise TransientError(describe(exc)) from exc
+        raise
 
 
 def retry_delay(retries: int) -> float:
@@ -135,7 +148,7 @@ class Attempt:
     """One attempt at a unit: the lease owner it runs as and, once it took the lease, what it holds."""
 
     unit: Unit
-    owner: str = field(default_factory=new_owner)
+    owner: str
     attempts: int = 0  # the unit's attempts, this one included, once held
     held: bool = False
     what: str = ""
@@ -166,6 +179,11 @@ def gave_up(what: str, attempts: int, last: str | None) -> GaveUp:
     return GaveUp(f"{what} failed {attempts} attempts (FERQUEUE_MAX_ATTEMPTS); the last: {last or 'no error recorded'}")
 
 
+def lost_note(shard) -> str:
+    """Why a shard's attempt ended without an error of its own: its process is gone."""
+    return f"attempt {shard.attempts} on {shard.worker} was lost: its process ended"
+
+
 def shard_label(shard) -> str:
     return f"shard {shard.index} ({shard.attack_key}, {shard.start}:{shard.stop})"
 
@@ -174,23 +192,20 @@ def run_unit(executor: Executor, unit: Unit) -> dict:
     """Run one unit and settle its end; returns a small JSON outcome (a Celery task's result)."""
     rt = executor.rt
     job_kind = kind(unit.kind)
-    attempt = Attempt(unit)
-    try:
-        if unit.shard_id is not None:
-            outcome = _run_shard(rt, job_kind, unit, executor.progress, attempt)
-        else:
-            outcome = _run_finish(rt, job_kind, unit.job_id, executor.progress, attempt)
-    except BaseException as exc:
-        _settle_error(executor, unit, attempt, exc)
-        raise
+    with attempt_owner() as owner:
+        attempt = Attempt(unit, owner)
+        try:
+            if unit.shard_id is not None:
+                outcome = _run_shard(rt, job_kind, unit, executor.progress, attempt)
+            else:
+                outcome = _run_finish(rt, job_kind, unit.job_id, executor.progress, attempt)
+        except BaseException as exc:
+            _settle_error(executor, unit, attempt, exc)
+            raise
     # settled even when the unit found its work done: a redelivery after a worker died between
     # recording and settling must still claim the finishing unit or advance the pipeline
-    try:
+    with retried_if_transient():  # the unit is recorded; a retry only settles it
         sent = complete(executor, unit)
-    except Exception as exc:
-        if transient(exc):  # the unit is recorded; its retry only settles it
-            raise TransientError(describe(exc)) from exc
-        raise
     if sent and unit.shard_id is not None:
         outcome["finish_task"] = sent[0]
     return outcome
@@ -252,8 +267,10 @@ def _run_shard(rt, job_kind, unit: Unit, progress: Progress, attempt: Attempt) -
     is a no-op), worked while the lease is renewed, recorded only while still held."""
     db, settings = rt.db, rt.settings
     before = ledger.shard(db, unit.shard_id)
+    take_from = dead_holder(before)
     shard = ledger.begin_shard(db, unit.shard_id, attempt.owner, settings.lease_seconds, worker=ledger.worker_name(),
-                               max_attempts=settings.max_attempts, take_from=dead_holder(before))
+                               max_attempts=settings.max_attempts, take_from=take_from,
+                               note=lost_note(before) if take_from else None)
     if shard is None:
         return _not_begun_shard(db, settings, unit.shard_id)
     attempt.hold(shard.attempts, f"job {unit.job_id} {shard_label(shard)}")
@@ -284,9 +301,11 @@ def _not_begun_shard(db, settings, shard_id: int) -> dict:
     """A shard this attempt could not start: done or cancelled (nothing to do), held by a live
     worker (it will record it), or out of attempts (a poison shard: it fails, and its job)."""
     shard = ledger.shard(db, shard_id)
+    take_from = dead_holder(shard)
+    last = lost_note(shard) if take_from else shard.error
     if shard.attempts >= settings.max_attempts and ledger.give_up_shard(
-            db, shard.id, settings.max_attempts, shard.error or "no error recorded"):
-        raise gave_up(f"job {shard.job_id} {shard_label(shard)}", shard.attempts, shard.error)
+            db, shard.id, settings.max_attempts, last or "no error recorded", take_from=take_from):
+        raise gave_up(f"job {shard.job_id} {shard_label(shard)}", shard.attempts, last)
     status = "skipped" if shard.status in (DONE, CANCELLED) else "held elsewhere"
     return {"shard_id": shard_id, "status": status}
 
@@ -307,7 +326,7 @@ def _run_finish(rt, job_kind, job_id: int, progress: Progress, attempt: Attempt)
         job = ledger.job(db, job_id)
         if job.status in ready and job.attempts >= settings.max_attempts:
             error = gave_up(what, job.attempts, job.error)
-            if ledger.give_up_job(db, job_id, settings.max_attempts, describe(error)):
+            if ledger.give_up_job(db, job_id, settings.max_attempts, describe(error), take_from=dead_holder(job)):
                 raise error
         if job.status not in ready:
             return {"job_id": job_id, "status": f"skipped: job is {job.status}"}

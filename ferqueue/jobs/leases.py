@@ -15,26 +15,41 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from ferqueue.db import ledger
 from ferqueue.errors import LeaseLost
 from ferqueue.jobs.registry import Progress
 
+# owners whose attempts run in this process now
+_active: set[str] = set()
 
-def new_owner() -> str:
-    """A lease holder's name: ``host:pid:token``, new for every attempt (two threads of one
-    process, or two attempts of one child, are different holders)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+@contextmanager
+def attempt_owner() -> Iterator[str]:
+    """A lease holder's name for one attempt, ``host:pid:token`` (two threads of one process, or
+    two attempts of one child, are different holders), counted as running here while the
+    ``with`` block lasts."""
+    owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    _active.add(owner)
+    try:
+        yield owner
+    finally:
+        _active.discard(owner)
 
 
 def gone(owner: str | None) -> bool:
-    """Whether the holder ran on this host and its process has ended (a pool child killed
-    mid-unit, whose task Celery redelivers at once): its lease need not be waited out."""
+    """Whether the holder ran on this host and has ended: its process is gone (a pool child
+    killed mid-unit, whose task Celery redelivers at once), or it is this process and no longer
+    runs (an attempt that could not release its lease when the database was away, retried
+    here). Its lease need not be waited out."""
     parts = (owner or "").split(":")
     if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
         return False
     pid = int(parts[1])
+    if pid == os.getpid():
+        return owner not in _active
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 
 from ferqueue.errors import StoreError
-from ferqueue.files import fingerprint_file, write_atomically
+from ferqueue.files import fingerprint_file, verified_once, verify_file, write_atomically
 from ferqueue.store.encoding import DATASET, DENSE, Originals, decode, encode
 from ferqueue.store.layout import outcomes_name, shard_name, store_name
 
@@ -165,29 +165,11 @@ def read_outcomes(path: str | Path, sha256: str | None = None, size_bytes: int |
 
 def verify_shard(path: str | Path, sha256: str, size_bytes: int | None = None) -> None:
     """Refuse a shard that is missing or whose bytes differ from what the ledger recorded."""
-    path = Path(path)
-    if not path.is_file():
-        raise StoreError(f"shard file {path} is missing")
-    if size_bytes is not None and path.stat().st_size != size_bytes:
-        raise StoreError(f"shard file {path} has {path.stat().st_size} bytes, the ledger recorded {size_bytes}")
-    actual = fingerprint_file(path)
-    if actual != sha256:
-        raise StoreError(f"shard file {path} was altered: sha256 {actual[:12]}…, ledger {sha256[:12]}…")
-
-
-_verified: set[tuple[str, str, int, int]] = set()
+    verify_file(path, sha256, size_bytes, "shard file")
 
 
 def _verified_once(path: Path, sha256: str, size_bytes: int | None) -> None:
-    """verify_shard, once per process for an unchanged file (same size and modification time)."""
-    try:
-        stat = path.stat()
-    except OSError:
-        raise StoreError(f"shard file {path} is missing") from None
-    key = (str(path), sha256, stat.st_size, stat.st_mtime_ns)
-    if key not in _verified:
-        verify_shard(path, sha256, size_bytes)
-        _verified.add(key)
+    verified_once(path, sha256, size_bytes, "shard file")
 
 
 def _shard_attrs(handle: h5py.File) -> dict:
@@ -312,12 +294,15 @@ class AdversarialStore:
 
     ``sha256`` checks the store file (the manifest) against the ledger; each shard is checked
     where it is read. ``originals`` (source indices -> clean images) decodes images kept as
-    changes; only reading images needs it.
+    changes; only reading images needs it. ``resolve(path, sha256, size)`` gives the local path
+    of a shard the manifest names (fetching it from an object store: ``ferqueue.objects``).
     """
 
-    def __init__(self, path: str | Path, sha256: str | None = None, originals: Originals | None = None):
+    def __init__(self, path: str | Path, sha256: str | None = None, originals: Originals | None = None,
+                 resolve: Callable[[Path, str, int | None], Path] | None = None):
         self.path = Path(path)
         self.originals = originals
+        self.resolve = resolve
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a folder, not a store file (a store is job-NNNNNN/store-<sha12>.h5)")
         if not self.path.is_file():
@@ -381,9 +366,11 @@ class AdversarialStore:
             lo, hi = max(start, entry["start"]), min(stop, entry["stop"])
             if lo >= hi:
                 continue
-            _verified_once(entry["path"], entry["sha256"], entry["size_bytes"])
-            arrays, _attrs = read_shard(entry["path"], fields, self.originals,
-                                        slice(lo - entry["start"], hi - entry["start"]))
+            path = entry["path"]
+            if self.resolve is not None:
+                path = self.resolve(path, entry["sha256"], entry["size_bytes"])
+            _verified_once(path, entry["sha256"], entry["size_bytes"])
+            arrays, _attrs = read_shard(path, fields, self.originals, slice(lo - entry["start"], hi - entry["start"]))
             yield arrays
 
     def read(self, key: str, fields: tuple[str, ...] = ("images", "labels", "source_index"),

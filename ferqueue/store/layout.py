@@ -51,17 +51,3 @@ def store_name(sha256: str) -> str:
 def leftover(name: str) -> bool:
     """Whether a file of a job's folder is one that clean-up may delete unless it is recorded."""
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in LEFTOVERS)
-
-
-def discard_unrecorded_files(directory: Path, keep: set[Path]) -> list[Path]:
-    """Delete what killed or losing attempts left in a store folder: half-written temporary
-    files and shard files the ledger does not point at. Returns what was deleted."""
-    kept = {Path(p).resolve() for p in keep}
-    gone = []
-    if not Path(directory).is_dir():
-        return gone
-    for path in sorted(Path(directory).iterdir()):
-        if leftover(path.name) and path.resolve() not in kept:
-            path.unlink(missing_ok=True)
-            gone.append(path)
-    return gone

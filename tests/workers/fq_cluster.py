@@ -127,17 +127,20 @@ class Cluster(LocalCluster):
         if self.broker == "redis":
             self.redis().flushdb()
             return
-        from ferqueue.queue import queues
-
-        _rabbitmqctl("close_all_connections", "-p", self.broker_url.rsplit("/", 1)[1], "flushed by the test")
         import kombu
 
+        from ferqueue.queue import queues
+
+        # what a dead worker held went back to its queue when its connection closed: purged too
         with kombu.Connection(self.broker_url) as conn:
             for name in queues():
+                channel = conn.channel()
                 try:
-                    conn.default_channel.queue_purge(name)
+                    channel.queue_purge(name)
                 except Exception:  # noqa: BLE001 - not declared yet: nothing to purge
-                    conn.close()
+                    pass
+                finally:
+                    channel.close()
 
     def start_worker(self, queues: str = "generate,train,evaluate", concurrency: int = 1, via_cli: bool = False,
                      **kwargs):

@@ -150,7 +150,7 @@ class Evaluate(FileShards):
         written = write_outcomes(rt.store_dir(job.id), shard.index, outcomes,
                                  {"part": shard.attack_key, "start": shard.start, "stop": shard.stop,
                                   "left_out": left_out, "job_id": job.id, "seconds": seconds})
-        return ShardOutput(path=rt.relative_to_store(written.path), sha256=written.sha256,
+        return ShardOutput(path=rt.store_put(written.path), sha256=written.sha256,
                            size_bytes=written.size_bytes, n_examples=len(outcomes["labels"]),
                            n_success=int(outcomes["success"].sum()), queries=int(outcomes["queries"].sum()),
                            seconds=seconds)
@@ -174,7 +174,7 @@ class Evaluate(FileShards):
         summaries = {row["attack_key"]: row for row in store.summary()} if store is not None else {}
         records, left_out = [], {}
         for key, shards in parts.items():
-            read = [read_outcomes(rt.store_file(s.path), s.sha256, s.size_bytes) for s in shards]
+            read = [read_outcomes(rt.store_file(s.path, s.sha256, s.size_bytes), s.sha256, s.size_bytes) for s in shards]
             outcomes = join_outcomes([arrays for arrays, _attrs in read])
             seconds = float(sum(s.seconds or 0.0 for s in shards))
             setting, _, name = key.partition(":")

@@ -99,7 +99,7 @@ class Generate(FileShards):
                    "subset": spec.subset, "job_id": job.id, "start": shard.start, "stop": shard.stop,
                    "attack_key": shard.attack_key, "class_names": list(ds_row.class_names)},
         )
-        return ShardOutput(path=rt.relative_to_store(written.path), sha256=written.sha256,
+        return ShardOutput(path=rt.store_put(written.path), sha256=written.sha256,
                            size_bytes=written.size_bytes, n_examples=len(indices), n_success=int(result.success.sum()),
                            queries=int(result.queries.sum()), seconds=seconds)
 
@@ -117,7 +117,7 @@ class Generate(FileShards):
         try:
             merged = merge_shards(
                 [{"index": r.index, "attack_key": r.attack_key, "start": r.start, "stop": r.stop,
-                  "path": rt.store_file(r.path), "sha256": r.sha256, "size_bytes": r.size_bytes,
+                  "path": rt.store_file(r.path, r.sha256, r.size_bytes), "sha256": r.sha256, "size_bytes": r.size_bytes,
                   "n_success": r.n_success, "queries": r.queries} for r in rows],
                 directory,
                 attrs={"model_sha256": artifact.sha256, "dataset_fingerprint": ds_row.fingerprint,
@@ -137,4 +137,4 @@ class Generate(FileShards):
             "queries": int(sum(r.queries for r in rows)),
         }
         self.keep_only_recorded(rt, job.id, extra=(merged.path,))
-        return Finished(result, store=(rt.relative_to_store(merged.path), merged.sha256, merged.size_bytes))
+        return Finished(result, store=(rt.store_put(merged.path), merged.sha256, merged.size_bytes))

@@ -94,7 +94,7 @@ class Train(JobKind):
         progress(f"train {spec.architecture} {spec.mode}", result.epochs_run, result.epochs_run)
         path, sha = save_model(built.model, rt.settings.artifact_root, f"{spec.architecture}-{spec.mode}-run{run.id}")
         artifact = ledger.register_artifact(
-            rt.db, architecture=spec.architecture, path=rt.relative_to_artifacts(path), sha256=sha,
+            rt.db, architecture=spec.architecture, path=rt.artifact_put(path), sha256=sha,
             num_params=built.num_params, image_size=ds_row.image_size, class_names=list(ds_row.class_names), weights=built.weights,
             size_bytes=path.stat().st_size,
         )

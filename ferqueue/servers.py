@@ -135,6 +135,8 @@ class PostgresServer(Server):
         if not self.data.exists():
             self._as_postgres([str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
                                "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
+            with open(self.data / "pg_hba.conf", "a") as hba:  # the namespace hosts connect over the bridge
+                hba.write("host all all 0.0.0.0/0 trust\n")
 
     def _as_postgres(self, argv: list[str], **kwargs):
         if os.geteuid() == 0:

@@ -60,8 +60,10 @@ def _namespace_pids(name: str) -> set[int]:
     return {int(p) for p in done.stdout.split()}
 
 
-def test_a_job_runs_across_hosts_that_share_only_the_network(network, tmp_path, tiny_model_file):
+def test_a_job_runs_across_hosts_that_share_only_the_network(network, tmp_path, tiny_model_file, monkeypatch):
     hosts, redis, postgres, moto = network
+    for key, value in CREDENTIALS.items():  # this process is the submitting machine
+        monkeypatch.setenv(key, value)
     env = {"FERQUEUE_DATABASE_URL": postgres.create_database("hosts"), "FERQUEUE_BROKER_URL": redis.url(0),
            "FERQUEUE_RESULT_BACKEND": redis.url(1), "FERQUEUE_STORE_URL": f"s3://{BUCKET}/run",
            "FERQUEUE_S3_ENDPOINT_URL": moto.endpoint, "FERQUEUE_TF_THREADS": "1", **CREDENTIALS}

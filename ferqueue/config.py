@@ -50,6 +50,7 @@ class Settings:
     flower_user: str | None
     flower_password: str | None
     visibility_timeout: int
+    task_time_limit: int = 6 * 3600
     lease_seconds: int = 60
     supervise_seconds: int = 15
     max_attempts: int = 5
@@ -112,7 +113,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         tf_threads=env.integer("TF_THREADS", 0),
         flower_user=env.get("FLOWER_USER"),
         flower_password=env.get("FLOWER_PASSWORD"),
-        visibility_timeout=env.integer("VISIBILITY_TIMEOUT", 6 * 3600),
+        visibility_timeout=env.integer("VISIBILITY_TIMEOUT", 90),
+        task_time_limit=env.integer("TASK_TIME_LIMIT", 6 * 3600),
         lease_seconds=lease,
         supervise_seconds=env.integer("SUPERVISE_SECONDS", max(1, lease // 4)),
         max_attempts=env.integer("MAX_ATTEMPTS", 5),

@@ -25,10 +25,14 @@ from ferqueue.jobs.supervise import Supervisor
 WORKER_APP = "workers.celery_app"
 # a child is replaced after this many tasks, handing back TensorFlow's memory
 MAX_TASKS_PER_CHILD = 200
-# the hard time limit stays this far below the visibility timeout, so Redis never redelivers
-# a task that is still running
+# the soft time limit comes this long before the hard one (FERQUEUE_TASK_TIME_LIMIT)
 TIME_LIMIT_MARGIN = 60
-MIN_VISIBILITY_TIMEOUT = 2 * TIME_LIMIT_MARGIN
+# Redis hands an unacknowledged message back to the queue after the visibility timeout: a
+# message a dead worker had taken but not started comes back. A unit still running then is
+# delivered twice, which its lease makes a no-op, so the timeout need not exceed any task.
+MIN_VISIBILITY_TIMEOUT = 10
+# how often (s) a worker looks for such messages in Redis
+UNACKED_RESTORE_INTERVAL = 10
 # sending a task while the broker restarts: tried again for about half a minute before it fails
 PUBLISH_RETRY = {"max_retries": 15, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 3}
 
@@ -66,9 +70,13 @@ def task_names() -> dict[str, bool]:
 def celery_config(settings: Settings) -> dict:
     """The Celery settings derived from ferqueue's; see docs/distributed.md."""
     if settings.visibility_timeout < MIN_VISIBILITY_TIMEOUT:
-        raise ConfigError(f"FERQUEUE_VISIBILITY_TIMEOUT={settings.visibility_timeout} is too short: it must "
-                          f"exceed the longest task, at least {MIN_VISIBILITY_TIMEOUT} s")
-    redis = {"visibility_timeout": settings.visibility_timeout}
+        raise ConfigError(f"FERQUEUE_VISIBILITY_TIMEOUT={settings.visibility_timeout} is too short: give at least "
+                          f"{MIN_VISIBILITY_TIMEOUT} s")
+    if settings.task_time_limit <= 2 * TIME_LIMIT_MARGIN:
+        raise ConfigError(f"FERQUEUE_TASK_TIME_LIMIT={settings.task_time_limit} is too short: give more than "
+                          f"{2 * TIME_LIMIT_MARGIN} s")
+    redis = {"visibility_timeout": settings.visibility_timeout,
+             "unacked_restore_interval": UNACKED_RESTORE_INTERVAL, "unacked_restore_throttle": 1}
     # RabbitMQ: publisher confirms, so a task counts as sent only once the broker has it
     transport = {"confirm_publish": True} if is_amqp(settings.broker_url) else redis
     return {
@@ -88,8 +96,8 @@ def celery_config(settings: Settings) -> dict:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "task_time_limit": settings.visibility_timeout - TIME_LIMIT_MARGIN,
-        "task_soft_time_limit": settings.visibility_timeout - 2 * TIME_LIMIT_MARGIN,
+        "task_time_limit": settings.task_time_limit,
+        "task_soft_time_limit": settings.task_time_limit - TIME_LIMIT_MARGIN,
         # durable queues and persistent messages (Celery's default delivery mode): on RabbitMQ they
         # outlive a broker restart; classic rather than quorum queues, which would need Celery's
         # native delayed delivery for the retries' countdowns (docs/distributed.md)
@@ -132,13 +140,13 @@ def make_app(settings: Settings) -> Celery:
     return app
 
 
-_apps: dict[tuple[str | None, str | None, int], Celery] = {}
+_apps: dict[tuple[str | None, str | None, int, int], Celery] = {}
 
 
 def app_for(settings: Settings) -> Celery:
     """The app for ``settings``' broker, made once per process."""
     settings.require_broker()
-    key = (settings.broker_url, settings.result_backend, settings.visibility_timeout)
+    key = (settings.broker_url, settings.result_backend, settings.visibility_timeout, settings.task_time_limit)
     if key not in _apps:
         _apps[key] = make_app(settings)
     return _apps[key]

@@ -295,8 +295,14 @@ class Hosts:
         if done.returncode != 0:
             raise OSError(f"ip {' '.join(args)}: {done.stderr.strip()}")
 
+    def hostname(self, i: int) -> str:
+        return f"{self.names[i]}"
+
     def wrap(self, i: int, argv: list[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.names[i], *argv]
+        """``argv`` run on host ``i``: in its network namespace, under a hostname of its own (a UTS
+        namespace), as on another machine (the process id stays the one started)."""
+        return ["ip", "netns", "exec", self.names[i], "unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"',
+                self.hostname(i), *argv]
 
     def close(self) -> None:
         for what, name in reversed(self._made):

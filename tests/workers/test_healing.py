@@ -39,7 +39,7 @@ def _frozen_worker_mid_shard(rt, job_id: int, worker):
 @pytest.mark.parametrize("broker", BROKERS)
 def test_a_lost_worker_s_shard_is_re_enqueued_when_its_lease_expires(make_cluster, broker):
     """A whole worker SIGKILLed mid-shard: with Redis its task would come back only after the
-    visibility timeout (6 h); a surviving worker's supervisor re-enqueues it once the lease
+    visibility timeout (90 s); a surviving worker's supervisor re-enqueues it once the lease
     (3 s here) expires. With RabbitMQ the broker redelivers it at once, and the new attempt
     takes over the lease of a process this host knows is dead. No `ferqueue resume`."""
     cluster = make_cluster(broker=broker, **SHORT_LEASE)

@@ -163,8 +163,13 @@ class Deployment:
         argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-E", "-Q", "generate,evaluate",
                 "-c", "1", "-n", "{node}", "-l", "info"]
         host = self.hosts.wrap(i, []) if self.hosts else None
-        proc, node = self.cluster.start_worker(name=f"host{i}-", argv=argv, host=host, timeout=180,
-                                               env={"FERQUEUE_HOME": str(self.root / f"host{i}-home")})
+        try:
+            proc, _node = self.cluster.start_worker(name=f"host{i}-", argv=argv, host=host, timeout=180,
+                                                    env={"FERQUEUE_HOME": str(self.root / f"host{i}-home")})
+        except Exception:  # noqa: BLE001 - its ping met the broker restarting: the worker itself is up
+            proc = self.cluster.workers[-1]
+            if proc.poll() is not None:
+                raise
         self.workers[i] = proc
         return proc
 

@@ -438,7 +438,8 @@ def open_store(rt: Runtime, target: str):
         job = ledger.job(rt.db, int(target))
         if job.kind != "generate" or not job.store_path:
             raise ConfigError(f"job {target} has no merged store (kind {job.kind}, status {job.status})")
-        return job, AdversarialStore(rt.store_file(job.store_path), originals=rt.originals(job.spec["dataset_id"]))
+        return job, AdversarialStore(rt.store_file(job.store_path, job.store_sha256, job.store_size),
+                                     originals=rt.originals(job.spec["dataset_id"]), resolve=rt.resolve_shard)
     opened = AdversarialStore(under_root(rt.settings.store_root, target))
     ds_row = ledger.find_dataset(rt.db, opened.attrs.get("dataset_fingerprint"), opened.attrs.get("image_size"))
     if ds_row is not None:  # the dataset its images are decoded against, when this ledger knows it
@@ -476,7 +477,7 @@ def verify_store(rt: Runtime, target: str):
                             f"{job.store_sha256[:12]}…")
         for shard in ledger.shards(rt.db, job.id):
             try:
-                verify_shard(rt.store_file(shard.path), shard.sha256, shard.size_bytes)
+                verify_shard(rt.store_file(shard.path, shard.sha256, shard.size_bytes), shard.sha256, shard.size_bytes)
             except FerqueueError as exc:
                 problems.append(str(exc))
     return job, opened, problems + opened.verify()
@@ -502,7 +503,8 @@ def outcomes(rt: Runtime, job_id: int, part: str | None = None, fell: bool = Fal
     for shard in ledger.shards(rt.db, job_id):
         if not shard.done or (part is not None and shard.attack_key != wanted):
             continue
-        arrays, _attrs = read_outcomes(rt.store_file(shard.path), shard.sha256, shard.size_bytes)
+        arrays, _attrs = read_outcomes(rt.store_file(shard.path, shard.sha256, shard.size_bytes), shard.sha256,
+                                       shard.size_bytes)
         for i in range(len(arrays["labels"])):
             label, adv = int(arrays["labels"][i]), int(arrays["adv_pred"][i])
             clean = int(arrays["clean_pred"][i])

@@ -121,8 +121,11 @@ class LocalCluster:
 
     def start_worker(self, queues: str | None = None, concurrency: int = 1, tf_threads: int | None = None,
                      name: str = "w", timeout: float = 60, loglevel: str = "info",
-                     argv: list[str] | None = None) -> tuple[subprocess.Popen, str]:
-        """Start ``ferqueue worker`` (or ``argv``) and wait until it answers a ping: (process, node name)."""
+                     argv: list[str] | None = None, host: list[str] | None = None,
+                     env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+        """Start ``ferqueue worker`` (or ``argv``) and wait until it answers a ping: (process, node name).
+        ``host``: a command prefix that runs it elsewhere (``ip netns exec NAME``: another
+        "machine"); ``env``: settings of its own (its FERQUEUE_HOME)."""
         node = f"{name}{len(self.workers)}-{uuid.uuid4().hex[:8]}@localhost"
         if argv is None:
             argv = [FERQUEUE, "worker", "--concurrency", str(concurrency), "--hostname", node, "--loglevel", loglevel]
@@ -132,7 +135,7 @@ class LocalCluster:
                 argv += ["--tf-threads", str(tf_threads)]
         else:
             argv = [a.replace("{node}", node) for a in argv]
-        proc = self.spawn(argv, node.split("@")[0])
+        proc = self.spawn([*(host or []), *argv], node.split("@")[0], **(env or {}))
         self.workers.append(proc)
         app = self.app()
         self.wait(lambda: proc.poll() is None and app.control.ping(destination=[node], timeout=0.5),

@@ -50,6 +50,12 @@ class Settings:
     flower_user: str | None
     flower_password: str | None
     visibility_timeout: int
+    task_time_limit: int = 6 * 3600
+    lease_seconds: int = 60
+    supervise_seconds: int = 15
+    max_attempts: int = 5
+    store_url: str | None = None
+    s3_endpoint_url: str | None = None
 
     @property
     def executor(self) -> str:
@@ -79,21 +85,53 @@ class Settings:
                 raise ConfigError(f"{name}: the folder {path} is not writable by this user")
 
 
+def default_result_backend(broker: str | None) -> str | None:
+    """Where task results go unless FERQUEUE_RESULT_BACKEND says: the Redis broker itself, or
+    RabbitMQ's reply queues (rpc://) for an AMQP broker, which keeps no results of its own."""
+    if broker is not None and broker.startswith(("amqp://", "amqps://", "pyamqp://")):
+        return "rpc://"
+    return broker
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``environ`` (default: this process's environment)."""
     env = _Environment(os.environ if environ is None else environ)
     home = Path(env.get("HOME", "ferqueue-data")).expanduser().resolve()
     broker = env.get("BROKER_URL")
-    return Settings(
+    lease = env.integer("LEASE_SECONDS", 60)
+    if lease < 2:
+        raise ConfigError(f"FERQUEUE_LEASE_SECONDS={lease} is too short: a lease is renewed every third of it, "
+                          "give at least 2 s")
+    settings = Settings(
         home=home,
         database_url=env.get("DATABASE_URL", f"sqlite:///{home / 'ferqueue.db'}"),
         store_root=Path(env.get("STORE_ROOT", str(home / "store"))).expanduser().resolve(),
         artifact_root=Path(env.get("ARTIFACT_ROOT", str(home / "models"))).expanduser().resolve(),
         cache_dir=Path(env.get("CACHE_DIR", str(home / "cache"))).expanduser().resolve(),
         broker_url=broker,
-        result_backend=env.get("RESULT_BACKEND", broker),
+        result_backend=env.get("RESULT_BACKEND", default_result_backend(broker)),
         tf_threads=env.integer("TF_THREADS", 0),
         flower_user=env.get("FLOWER_USER"),
         flower_password=env.get("FLOWER_PASSWORD"),
-        visibility_timeout=env.integer("VISIBILITY_TIMEOUT", 6 * 3600),
+        visibility_timeout=env.integer("VISIBILITY_TIMEOUT", 90),
+        task_time_limit=env.integer("TASK_TIME_LIMIT", 6 * 3600),
+        lease_seconds=lease,
+        supervise_seconds=env.integer("SUPERVISE_SECONDS", max(1, lease // 4)),
+        max_attempts=env.integer("MAX_ATTEMPTS", 5),
+        store_url=_store_url(env.get("STORE_URL")),
+        s3_endpoint_url=env.get("S3_ENDPOINT_URL"),
     )
+    if settings.supervise_seconds < 0:
+        raise ConfigError(f"FERQUEUE_SUPERVISE_SECONDS={settings.supervise_seconds} must be 0 (no supervisor) or more")
+    if settings.max_attempts < 1:
+        raise ConfigError(f"FERQUEUE_MAX_ATTEMPTS={settings.max_attempts} must be at least 1")
+    return settings
+
+
+def _store_url(url: str | None) -> str | None:
+    """An object-store URL (s3://bucket[/prefix]) without a trailing slash; None keeps the folders."""
+    if url is None:
+        return None
+    if not url.startswith("s3://") or not url[len("s3://"):].strip("/"):
+        raise ConfigError(f"FERQUEUE_STORE_URL={url!r} is not an object-store URL: expected s3://bucket[/prefix]")
+    return url.rstrip("/")

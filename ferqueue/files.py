@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ferqueue.errors import StoreError
+
 _CHUNK = 1 << 20
 
 
@@ -24,6 +26,34 @@ def fingerprint_file(path: str | Path) -> str:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def verify_file(path: str | Path, sha256: str, size_bytes: int | None = None, what: str = "file") -> None:
+    """Refuse a file that is missing or whose bytes differ from what the ledger recorded."""
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"{what} {path} is missing")
+    if size_bytes is not None and path.stat().st_size != size_bytes:
+        raise StoreError(f"{what} {path} has {path.stat().st_size} bytes, the ledger recorded {size_bytes}")
+    actual = fingerprint_file(path)
+    if actual != sha256:
+        raise StoreError(f"{what} {path} was altered: sha256 {actual[:12]}…, ledger {sha256[:12]}…")
+
+
+_verified: set[tuple[str, str, int, int]] = set()
+
+
+def verified_once(path: str | Path, sha256: str, size_bytes: int | None = None, what: str = "file") -> None:
+    """verify_file, once per process for an unchanged file (same size and modification time)."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        raise StoreError(f"{what} {path} is missing") from None
+    key = (str(path), sha256, stat.st_size, stat.st_mtime_ns)
+    if key not in _verified:
+        verify_file(path, sha256, size_bytes, what)
+        _verified.add(key)
 
 
 def fsync_dir(directory: str | Path) -> None:

@@ -11,6 +11,6 @@ stamp=.venv/.ferqueue-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "ferqueue: installing dependencies into .venv (TensorFlow is large: a minute or two)" >&2
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  .venv/bin/python -m pip install -q -e ".[dev,s3]"
   touch "$stamp"
 fi

@@ -82,3 +82,19 @@ def flip_byte(path) -> None:
     raw = bytearray(Path(path).read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     Path(path).write_bytes(bytes(raw))
+
+
+def write_face_folder(root: Path, n: int = 56, size: int = 32) -> Path:
+    """A CK+-style folder of PNG faces (synthetic drawings, subject-prefixed names) in the
+    synthetic dataset's classes: a dataset that exists only where this folder is."""
+    import numpy as np
+    from PIL import Image
+
+    from ferqueue.data.synthetic import SYNTHETIC_CLASSES, synthetic_face
+
+    for i in range(n):
+        image, label, subject = synthetic_face(i, size)
+        path = Path(root) / SYNTHETIC_CLASSES[label] / f"{subject}_{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image * 255).astype(np.uint8)).save(path)
+    return Path(root)

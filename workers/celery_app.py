@@ -4,6 +4,8 @@ Start a worker with ``ferqueue worker --queues generate`` or the plain
 ``celery -A workers.celery_app worker -E -Q generate``. The worker's main process imports
 no TensorFlow (it is not fork-safe); each pool child imports it lazily on its first task,
 holds one Runtime (ledger, dataset and model caches) and starts with fresh DB connections.
+The main process runs the supervisor (``ferqueue.jobs.supervise``): every worker re-enqueues
+work whose lease expired.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from celery import signals
 
 from ferqueue.config import load_settings
 from ferqueue.errors import ConfigError
-from ferqueue.queue import make_app
+from ferqueue.queue import make_app, start_supervisor
 from ferqueue.runtime import Runtime
 
 app = make_app(load_settings())
 app.conf.include = ["workers.tasks"]
 
 _runtime: Runtime | None = None
+_supervisor = None
 
 
 def runtime() -> Runtime:
@@ -60,3 +63,17 @@ def _fresh_child(**_kwargs) -> None:
     dispose_engines()
     reset_runtime()
     runtime().warm_up()
+
+
+@signals.worker_ready.connect
+def _supervise(**_kwargs) -> None:
+    """The main process (no TensorFlow there) supervises the cluster's leases on a thread, with
+    a runtime of its own (the pool children were forked before it exists)."""
+    global _supervisor
+    _supervisor = start_supervisor(Runtime(migrate=False), app)
+
+
+@signals.worker_shutdown.connect
+def _stop_supervising(**_kwargs) -> None:
+    if _supervisor is not None:
+        _supervisor.stop()

@@ -99,6 +99,40 @@ def load_dataset(
     )
 
 
+def source_exists(spec: str) -> bool:
+    """Whether a dataset spec can be loaded from its source here: synthetic faces render
+    anywhere; a folder or CSV file must be on this host."""
+    spec = str(spec)
+    return spec == "synthetic" or spec.startswith("synthetic:") or Path(spec).expanduser().exists()
+
+
+def cache_entry(dataset: Dataset, cache_dir: str | Path) -> tuple[Path, dict]:
+    """A dataset loaded with ``cache_dir`` as files a host without its source can load it from:
+    (the cache's .npy, its manifest as JSON-able facts, the .npy's sha256 among them)."""
+    path = cache_path(cache_dir, dataset.name, dataset.fingerprint, dataset.image_size)
+    sha = _checksum_path(path).read_text().strip()
+    facts = {"name": dataset.name, "source": dataset.source, "class_names": list(dataset.class_names),
+             "ids": list(dataset.ids), "labels": dataset.labels.tolist(),
+             "subjects": None if dataset.subjects is None else dataset.subjects.tolist(),
+             "subsets": None if dataset.subsets is None else dataset.subsets.tolist(),
+             "fingerprint": dataset.fingerprint, "image_size": dataset.image_size, "sha256": sha}
+    return path, facts
+
+
+def from_cache_entry(path: Path, facts: dict) -> Dataset:
+    """The dataset of a cache entry (``cache_entry``'s files), its images memory-mapped read-only."""
+    images = np.load(path, mmap_mode="r")
+    n, size = len(facts["labels"]), facts["image_size"]
+    if images.shape != (n, size, size, 3) or images.dtype != np.float32:
+        raise DataError(f"the dataset cache {path} holds {images.shape} {images.dtype}, expected ({n}, {size}, {size}, 3)")
+    return Dataset(
+        name=facts["name"], source=facts["source"], images=images,
+        labels=_frozen(np.asarray(facts["labels"], dtype=np.int64)), class_names=tuple(facts["class_names"]),
+        subjects=None if facts["subjects"] is None else _frozen(np.asarray(facts["subjects"], dtype=str)),
+        subsets=None if facts["subsets"] is None else _frozen(np.asarray(facts["subsets"], dtype=str)),
+        ids=tuple(facts["ids"]), fingerprint=facts["fingerprint"], image_size=size)
+
+
 def _frozen(array: np.ndarray) -> np.ndarray:
     array.flags.writeable = False
     return array

@@ -91,6 +91,9 @@ class Job:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    attempts: int
+    lease_owner: str | None
+    lease_expires_at: datetime | None
 
     @property
     def active(self) -> bool:
@@ -129,6 +132,8 @@ class Shard:
     error: str | None
     started_at: datetime | None
     finished_at: datetime | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
 
     @property
     def done(self) -> bool:

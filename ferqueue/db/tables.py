@@ -124,6 +124,11 @@ class JobRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # the finishing unit (merge, aggregation, training): its starts, and the lease of the one
+    # running it (or, with no owner, the time by which a claimed unit must have started)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
 
 
 class ShardRow(Base):
@@ -152,6 +157,9 @@ class ShardRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # who runs it now, renewed while it runs (or, with no owner, when a re-enqueued shard must have started)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
 
 
 class RunRow(Base):

@@ -2,7 +2,7 @@
 
 A job is made of units. A kind with shards (generation) has one unit per shard, run
 anywhere in any order, and a finishing unit (the merge) that runs once, after the last
-shard, for whoever wins ``ledger.claim_finish``. A kind without shards (training,
+shard, for whoever wins ``ledger.claim_finish`` (and then holds the job's lease). A kind without shards (training,
 evaluation) is one finishing unit. A composite kind (pipeline, compare) has no work of its
 own: it creates child jobs as their dependencies finish.
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
@@ -63,10 +62,13 @@ class ShardOutput:
 
 @dataclass(frozen=True)
 class Finished:
-    """A finishing unit's outcome: the job's result, and the store a merge wrote (path, sha256, size)."""
+    """A finishing unit's outcome: the job's result, the store a merge wrote (path, sha256, size)
+    and the evaluation rows an aggregation computed. The ledger records all of it in one
+    transaction, and only while the unit still holds its lease."""
 
     result: dict
     store: tuple[str, str, int] | None = None
+    evaluations: list[dict] | None = None
 
 
 class JobKind:
@@ -77,6 +79,8 @@ class JobKind:
     # task names (what Flower shows): one shard, and the finishing unit
     shard_task: ClassVar[str | None] = None
     finish_task: ClassVar[str | None] = None
+    # the finishing unit in words (a job's error names it when it gives up)
+    finish_name: ClassVar[str] = "finishing unit"
 
     @property
     def sharded(self) -> bool:
@@ -104,10 +108,9 @@ class JobKind:
     def discard(self, rt, output: ShardOutput) -> None:
         """Remove what a shard attempt wrote when another attempt was recorded first."""
 
-    def exclusive(self, rt, job_id: int) -> AbstractContextManager[bool]:
-        """Held around a job's finishing unit and its recording; yields False when another
-        process holds it (that process will record the job). No lock by default."""
-        return nullcontext(True)
+    def discard_finish(self, rt, job_id: int, finished: Finished) -> None:
+        """Remove what a finishing unit wrote when it could not record it (its lease was taken
+        over and another attempt finished the job)."""
 
     def finish(self, rt, job, progress: Progress) -> Finished:
         """The finishing unit: the merge of a sharded job, or the whole work of an unsharded one."""

@@ -5,7 +5,7 @@ encoded (ferqueue.store.encoding), and per-example facts in small dtypes, all co
 written atomically (ferqueue.files) under a content-addressed name (``shard-00003-<sha12>.h5``),
 so a redelivered task can never overwrite a shard that the ledger already points at.
 
-The merged store (format 2) copies nothing: ``store.h5`` is a manifest of the verified shards
+The merged store (format 2) copies nothing: ``store-<sha12>.h5`` is a manifest of the verified shards
 of each attack (their ranges, paths relative to the store's folder, sha256 and sizes) plus the
 provenance and a summary. Reading an attack reads its shards, each checked against its sha256
 the first time this process reads it: a missing or altered shard is an error, never zeros.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +25,9 @@ import h5py
 import numpy as np
 
 from ferqueue.errors import StoreError
-from ferqueue.files import fingerprint_file, write_atomically
+from ferqueue.files import fingerprint_file, verified_once, verify_file, write_atomically
 from ferqueue.store.encoding import DATASET, DENSE, Originals, decode, encode
-from ferqueue.store.layout import outcomes_name, shard_name
+from ferqueue.store.layout import outcomes_name, shard_name, store_name
 
 FORMAT_VERSION = 2
 # per-example facts: the dtype kept on disk (small) and the dtype they are read back as
@@ -165,29 +165,11 @@ def read_outcomes(path: str | Path, sha256: str | None = None, size_bytes: int |
 
 def verify_shard(path: str | Path, sha256: str, size_bytes: int | None = None) -> None:
     """Refuse a shard that is missing or whose bytes differ from what the ledger recorded."""
-    path = Path(path)
-    if not path.is_file():
-        raise StoreError(f"shard file {path} is missing")
-    if size_bytes is not None and path.stat().st_size != size_bytes:
-        raise StoreError(f"shard file {path} has {path.stat().st_size} bytes, the ledger recorded {size_bytes}")
-    actual = fingerprint_file(path)
-    if actual != sha256:
-        raise StoreError(f"shard file {path} was altered: sha256 {actual[:12]}…, ledger {sha256[:12]}…")
-
-
-_verified: set[tuple[str, str, int, int]] = set()
+    verify_file(path, sha256, size_bytes, "shard file")
 
 
 def _verified_once(path: Path, sha256: str, size_bytes: int | None) -> None:
-    """verify_shard, once per process for an unchanged file (same size and modification time)."""
-    try:
-        stat = path.stat()
-    except OSError:
-        raise StoreError(f"shard file {path} is missing") from None
-    key = (str(path), sha256, stat.st_size, stat.st_mtime_ns)
-    if key not in _verified:
-        verify_shard(path, sha256, size_bytes)
-        _verified.add(key)
+    verified_once(path, sha256, size_bytes, "shard file")
 
 
 def _shard_attrs(handle: h5py.File) -> dict:
@@ -232,18 +214,18 @@ def read_shard(path: str | Path, fields: tuple[str, ...] = ("images", *FIELDS), 
 # ---- the merged store ---------------------------------------------------------------------------
 
 
-def merge_shards(shards: list[dict], out_path: Path, attrs: dict) -> tuple[str, int]:
-    """Write the store's manifest over verified shards, one entry per attack key; no example
-    is copied.
+def merge_shards(shards: list[dict], store_dir: Path, attrs: dict) -> StoredFile:
+    """Write the store's manifest over verified shards, one entry per attack key, as
+    ``store_dir/store-<sha12>.h5``; no example is copied.
 
     ``shards``: dicts with index, attack_key, start, stop, path, sha256, size_bytes and, when
     known, n_success and queries. Every shard is checked against the ledger (sha256, size) and
     against the store's provenance; the examples of each attack must cover their index ranges
-    without gap or overlap. Returns (sha256, size) of the manifest.
+    without gap or overlap.
     """
     if not shards:
         raise StoreError("cannot merge a store with no shards")
-    out_path = Path(out_path)
+    store_dir = Path(store_dir)
     by_attack: dict[str, list[dict]] = {}
     for shard in shards:
         by_attack.setdefault(shard["attack_key"], []).append(shard)
@@ -261,7 +243,7 @@ def merge_shards(shards: list[dict], out_path: Path, attrs: dict) -> tuple[str, 
         for shard in group:
             path = Path(shard["path"])
             verify_shard(path, shard["sha256"], shard.get("size_bytes"))
-            entry, meta = _manifest_entry(path, shard, attrs, out_path.parent)
+            entry, meta = _manifest_entry(path, shard, attrs, store_dir)
             entries.append(entry)
         n = sum(e["stop"] - e["start"] for e in entries)
         size = sum(e["size_bytes"] for e in entries)
@@ -280,9 +262,8 @@ def merge_shards(shards: list[dict], out_path: Path, attrs: dict) -> tuple[str, 
             for key, group in groups.items():
                 out.create_group(key).attrs.update(_json_attrs(group))
 
-    _final, sha = write_atomically(out_path.parent, write, lambda _digest: out_path.name, prefix=".store-",
-                                   suffix=".h5.tmp")
-    return sha, out_path.stat().st_size
+    final, sha = write_atomically(store_dir, write, store_name, prefix=".store-", suffix=".h5.tmp")
+    return StoredFile(path=final, sha256=sha, size_bytes=final.stat().st_size)
 
 
 def _manifest_entry(path: Path, shard: dict, attrs: dict, store_dir: Path) -> tuple[dict, dict]:
@@ -313,14 +294,17 @@ class AdversarialStore:
 
     ``sha256`` checks the store file (the manifest) against the ledger; each shard is checked
     where it is read. ``originals`` (source indices -> clean images) decodes images kept as
-    changes; only reading images needs it.
+    changes; only reading images needs it. ``resolve(path, sha256, size)`` gives the local path
+    of a shard the manifest names (fetching it from an object store: ``ferqueue.objects``).
     """
 
-    def __init__(self, path: str | Path, sha256: str | None = None, originals: Originals | None = None):
+    def __init__(self, path: str | Path, sha256: str | None = None, originals: Originals | None = None,
+                 resolve: Callable[[Path, str, int | None], Path] | None = None):
         self.path = Path(path)
         self.originals = originals
+        self.resolve = resolve
         if self.path.is_dir():
-            raise StoreError(f"{self.path} is a folder, not a store file (a store is job-NNNNNN/store.h5)")
+            raise StoreError(f"{self.path} is a folder, not a store file (a store is job-NNNNNN/store-<sha12>.h5)")
         if not self.path.is_file():
             raise StoreError(f"store file {self.path} does not exist")
         if sha256 is not None:
@@ -382,9 +366,11 @@ class AdversarialStore:
             lo, hi = max(start, entry["start"]), min(stop, entry["stop"])
             if lo >= hi:
                 continue
-            _verified_once(entry["path"], entry["sha256"], entry["size_bytes"])
-            arrays, _attrs = read_shard(entry["path"], fields, self.originals,
-                                        slice(lo - entry["start"], hi - entry["start"]))
+            path = entry["path"]
+            if self.resolve is not None:
+                path = self.resolve(path, entry["sha256"], entry["size_bytes"])
+            _verified_once(path, entry["sha256"], entry["size_bytes"])
+            arrays, _attrs = read_shard(path, fields, self.originals, slice(lo - entry["start"], hi - entry["start"]))
             yield arrays
 
     def read(self, key: str, fields: tuple[str, ...] = ("images", "labels", "source_index"),

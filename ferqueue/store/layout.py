@@ -1,25 +1,23 @@
-"""Where a job's store lives under the store root, what clean-up may delete there, and the lock
-that lets one process at a time merge it.
+"""Where a job's store lives under the store root and what clean-up may delete there.
 
     <store root>/job-000042/shard-00003-<sha12>.h5    one shard of a generation job, content-addressed
                            /outcomes-00003-<sha12>.h5 one shard of an evaluation job (per-example outcomes)
-                           /store.h5                   the merged store (a generation job's manifest)
-                           /.merge.lock                held while a merge runs
+                           /store-<sha12>.h5           the merged store (a generation job's manifest)
+
+Every file is content-addressed, so two attempts never write one name: a merge whose lease was
+taken over cannot replace the store another merge recorded. One merge at a time is the job's
+lease in the ledger (ferqueue.jobs.leases), which holds across hosts that share no folder.
 """
 
 from __future__ import annotations
 
-import fcntl
-from collections.abc import Iterator
-from contextlib import contextmanager
+import fnmatch
 from pathlib import Path
 
 from ferqueue.errors import StoreError
 
-STORE_FILE = "store.h5"
-LOCK_FILE = ".merge.lock"
 # what a writer leaves while it works (temporary names) and what it leaves when done
-_LEFTOVERS = (".shard-*.h5.tmp", ".outcomes-*.h5.tmp", ".store-*.h5.tmp", "shard-*.h5", "outcomes-*.h5")
+LEFTOVERS = (".shard-*.h5.tmp", ".outcomes-*.h5.tmp", ".store-*.h5.tmp", "shard-*.h5", "outcomes-*.h5", "store-*.h5")
 
 
 def job_dir(store_root: Path, job_id: int) -> Path:
@@ -46,35 +44,10 @@ def outcomes_name(index: int, sha256: str) -> str:
     return f"outcomes-{index:05d}-{sha256[:12]}.h5"
 
 
-def discard_unrecorded_files(directory: Path, keep: set[Path]) -> list[Path]:
-    """Delete what killed or losing attempts left in a store folder: half-written temporary
-    files and shard files the ledger does not point at. Returns what was deleted."""
-    kept = {Path(p).resolve() for p in keep}
-    gone = []
-    for pattern in _LEFTOVERS:
-        for path in Path(directory).glob(pattern):
-            if path.resolve() not in kept:
-                path.unlink(missing_ok=True)
-                gone.append(path)
-    return gone
+def store_name(sha256: str) -> str:
+    return f"store-{sha256[:12]}.h5"
 
 
-@contextmanager
-def merge_lock(directory: Path) -> Iterator[bool]:
-    """Hold the folder's merge lock if no other process does: yields True when held.
-
-    The lock dies with its holder, so after a worker is killed mid-merge the redelivered
-    merge can take over; a duplicate delivery while the merge runs gets False.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / LOCK_FILE, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def leftover(name: str) -> bool:
+    """Whether a file of a job's folder is one that clean-up may delete unless it is recorded."""
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in LEFTOVERS)

@@ -21,10 +21,10 @@ def _assert_matches_models(db: Database):
 def test_sqlite_upgrade_creates_schema_matching_models(settings):
     db = open_database(settings.database_url)
     assert TABLES <= set(db.table_names())
-    assert db.current_revision() == Database.head_revision() == "0002"
+    assert db.current_revision() == Database.head_revision() == "0003"
     _assert_matches_models(db)
     db.migrate()  # idempotent
-    assert db.current_revision() == "0002"
+    assert db.current_revision() == "0003"
 
 
 @pytest.mark.postgres

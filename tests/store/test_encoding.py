@@ -81,9 +81,8 @@ def _merged(faces, model, tmp_path, n_shards=3, size=32):
         written = write_shard(tmp_path, i, attack(model, x, y), index, PROVENANCE, originals=x)
         entries.append({"index": i, "attack_key": attack.key, "start": i * size, "stop": (i + 1) * size,
                         "path": str(written.path), "sha256": written.sha256, "size_bytes": written.size_bytes})
-    out = tmp_path / "store.h5"
-    sha, size_bytes = merge_shards(entries, out, PROVENANCE)
-    return out, sha, entries, attack
+    merged = merge_shards(entries, tmp_path, PROVENANCE)
+    return merged.path, merged.sha256, entries, attack
 
 
 def test_the_merged_store_is_a_manifest_that_reads_every_shard(faces, model, tmp_path):

@@ -81,10 +81,10 @@ def test_verify_shard_detects_missing_and_altered_files(tmp_path):
 def test_merge_concatenates_in_index_order(tmp_path):
     r0, i0 = _write(tmp_path, 0, 0, 6, seed=0)
     r1, i1 = _write(tmp_path, 1, 6, 9, seed=1)
-    out = tmp_path / "store.h5"
-    sha, size = merge_shards([_entry(i1, 1, 6, 9), _entry(i0, 0, 0, 6)], out, PROVENANCE)  # order given reversed
-    store = AdversarialStore(out, sha)
-    assert store.attacks == ["fgsm-eps0.01"] and size == out.stat().st_size
+    merged = merge_shards([_entry(i1, 1, 6, 9), _entry(i0, 0, 0, 6)], tmp_path, PROVENANCE)  # order given reversed
+    store = AdversarialStore(merged.path, merged.sha256)
+    assert merged.path.name == f"store-{merged.sha256[:12]}.h5", "the manifest is content-addressed"
+    assert store.attacks == ["fgsm-eps0.01"] and merged.size_bytes == merged.path.stat().st_size
     part = store.read("fgsm-eps0.01", ("images", "source_index", "labels"))
     np.testing.assert_array_equal(part["source_index"], np.arange(9))
     np.testing.assert_array_equal(part["images"], np.concatenate([r0.x_adv, r1.x_adv]))
@@ -96,7 +96,7 @@ def test_merge_concatenates_in_index_order(tmp_path):
 def test_merge_refuses_altered_missing_gapped_or_foreign_shards(tmp_path):
     _r0, i0 = _write(tmp_path, 0, 0, 6)
     _r1, i1 = _write(tmp_path, 1, 6, 9, seed=1)
-    out = tmp_path / "store.h5"
+    out = tmp_path
     with pytest.raises(StoreError, match="gap or overlap"):
         merge_shards([_entry(i0, 0, 0, 6), _entry(i1, 1, 7, 10)], out, PROVENANCE)
     with pytest.raises(StoreError, match="was made with model_sha256"):
@@ -111,13 +111,13 @@ def test_merge_refuses_altered_missing_gapped_or_foreign_shards(tmp_path):
     i0.path.unlink()
     with pytest.raises(StoreError, match="missing"):
         merge_shards([_entry(i0, 0, 0, 6)], out, PROVENANCE)
-    assert not out.exists(), "a refused merge writes no store"
+    assert not list(tmp_path.glob("*store-*")), "a refused merge writes no store"
 
 
 def test_store_refuses_altered_file_and_foreign_provenance(tmp_path):
     _r0, i0 = _write(tmp_path, 0, 0, 4)
-    out = tmp_path / "store.h5"
-    sha, _ = merge_shards([_entry(i0, 0, 0, 4)], out, PROVENANCE)
+    merged = merge_shards([_entry(i0, 0, 0, 4)], tmp_path, PROVENANCE)
+    out, sha = merged.path, merged.sha256
     store = AdversarialStore(out, sha)
     store.check_provenance(dataset_fingerprint=PROVENANCE["dataset_fingerprint"])
     with pytest.raises(StoreError, match="dataset_fingerprint"):
@@ -137,8 +137,8 @@ def test_two_attacks_become_two_groups(tmp_path):
     _xb, rb = _result(3, 1, attack="pixel")
     ia = write_shard(tmp_path, 0, ra, np.arange(3), PROVENANCE)
     ib = write_shard(tmp_path, 1, rb, np.arange(3), PROVENANCE)
-    out = tmp_path / "store.h5"
-    sha, _ = merge_shards([_entry(ia, 0, 0, 3), _entry(ib, 1, 0, 3, key="pixel-random-k1-q100")], out, PROVENANCE)
-    store = AdversarialStore(out, sha)
+    merged = merge_shards([_entry(ia, 0, 0, 3), _entry(ib, 1, 0, 3, key="pixel-random-k1-q100")], tmp_path,
+                          PROVENANCE)
+    store = AdversarialStore(merged.path, merged.sha256)
     assert sorted(store.attacks) == ["fgsm-eps0.01", "pixel-random-k1-q100"]
     assert {row["attack"] for row in store.summary()} == {"fgsm", "pixel"}

@@ -30,16 +30,34 @@ def shared_cluster(tmp_path_factory, synthetic_small, tiny_model_file):
 
 @pytest.fixture
 def make_cluster(tmp_path, synthetic_small, tiny_model_file):
-    """make_cluster(database_url=None) -> a fresh registered Cluster without workers."""
+    """make_cluster(database_url=None, broker="redis", **FERQUEUE_settings) -> a fresh registered
+    Cluster without workers."""
     made: list[Cluster] = []
 
-    def make(database_url: str | None = None) -> Cluster:
+    def make(database_url: str | None = None, broker: str = "redis", **extra_env: str) -> Cluster:
         root = tmp_path / f"cluster{len(made)}"
         root.mkdir()
-        cluster = Cluster(root, database_url or f"sqlite:///{root / 'ferqueue.db'}")
+        cluster = Cluster(root, database_url or f"sqlite:///{root / 'ferqueue.db'}", broker, **extra_env)
         made.append(cluster)
         return _registered(cluster, synthetic_small, tiny_model_file)
 
     yield make
     for cluster in made:
         cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres_server(tmp_path_factory):
+    """A PostgreSQL server of this module's own (initdb), which a test may stop and start."""
+    from fq_helpers import service_unavailable
+
+    from ferqueue.servers import PostgresServer
+
+    try:
+        server = PostgresServer().start()
+    except (FileNotFoundError, OSError, RuntimeError) as exc:
+        service_unavailable("a PostgreSQL server of the tests' own (initdb, postgres)", exc)
+    try:
+        yield server
+    finally:
+        server.close()

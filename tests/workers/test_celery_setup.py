@@ -45,16 +45,22 @@ def test_celery_settings_are_json_only_late_acked_and_routed(settings):
     conf = celery_config(settings.with_overrides(broker_url="redis://h:6379/0", result_backend="redis://h:6379/1"))
     assert conf["accept_content"] == ["json"] and conf["task_serializer"] == conf["result_serializer"] == "json"
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"] and conf["worker_prefetch_multiplier"] == 1
-    vt = conf["broker_transport_options"]["visibility_timeout"]
-    assert vt == settings.visibility_timeout > conf["task_time_limit"] > conf["task_soft_time_limit"] > 0
+    transport = conf["broker_transport_options"]
+    assert transport["visibility_timeout"] == settings.visibility_timeout <= 120, \
+        "a message a dead worker took comes back within two minutes (leases make a second delivery harmless)"
+    assert conf["task_time_limit"] == settings.task_time_limit > conf["task_soft_time_limit"] > 0
+    amqp = celery_config(settings.with_overrides(broker_url="amqp://guest:guest@h:5672//", result_backend="rpc://"))
+    assert amqp["broker_transport_options"] == {"confirm_publish": True} and amqp["task_acks_late"]
     assert sorted(q.name for q in conf["task_queues"]) == sorted(queues()) == ["evaluate", "generate", "train"]
     assert {name: route["queue"] for name, route in conf["task_routes"].items()} == routes() == {
         "ferqueue.generate_shard": "generate", "ferqueue.merge_store": "generate", "ferqueue.train": "train",
         "ferqueue.evaluate_shard": "evaluate", "ferqueue.aggregate_evaluation": "evaluate"}
     assert set(task_names()) <= set(app.tasks), "the worker registers a task for every unit of every kind"
     assert conf["worker_send_task_events"] and conf["worker_max_tasks_per_child"] > 0
-    with pytest.raises(ConfigError, match="FERQUEUE_VISIBILITY_TIMEOUT=30"):
-        celery_config(settings.with_overrides(visibility_timeout=30))
+    with pytest.raises(ConfigError, match="FERQUEUE_VISIBILITY_TIMEOUT=5"):
+        celery_config(settings.with_overrides(visibility_timeout=5))
+    with pytest.raises(ConfigError, match="FERQUEUE_TASK_TIME_LIMIT=60"):
+        celery_config(settings.with_overrides(task_time_limit=60))
 
 
 def test_the_worker_main_process_imports_no_tensorflow():
@@ -220,7 +226,7 @@ def test_compose_services_share_one_image_and_environment(compose):
         "worker-generate must scale with --scale"
     assert "--requirepass" in " ".join(services["redis"]["command"])
     assert "${REDIS_PASSWORD" in base["FERQUEUE_BROKER_URL"] and base["FERQUEUE_DATABASE_URL"].startswith("postgresql")
-    assert int(base["FERQUEUE_VISIBILITY_TIMEOUT"]) >= 3600
+    assert int(base["FERQUEUE_TASK_TIME_LIMIT"]) >= 3600
     flower = services["flower"]
     assert {"FERQUEUE_FLOWER_USER", "FERQUEUE_FLOWER_PASSWORD"} <= set(flower["environment"])
     assert "--no-auth" not in flower["command"]

@@ -74,6 +74,7 @@ class Evaluate(FileShards):
     queue = "evaluate"
     shard_task = "ferqueue.evaluate_shard"
     finish_task = "ferqueue.aggregate_evaluation"
+    finish_name = "aggregation"
 
     def check(self, rt, spec: EvaluateSpec, partial: bool = False) -> None:
         from ferqueue.evaluate import map_classes
@@ -151,7 +152,7 @@ class Evaluate(FileShards):
         written = write_outcomes(rt.store_dir(job.id), shard.index, outcomes,
                                  {"part": shard.attack_key, "start": shard.start, "stop": shard.stop,
                                   "left_out": left_out, "job_id": job.id, "seconds": seconds})
-        return ShardOutput(path=rt.relative_to_store(written.path), sha256=written.sha256,
+        return ShardOutput(path=rt.store_put(written.path), sha256=written.sha256,
                            size_bytes=written.size_bytes, n_examples=len(outcomes["labels"]),
                            n_success=int(outcomes["success"].sum()), queries=int(outcomes["queries"].sum()),
                            seconds=seconds)
@@ -177,7 +178,7 @@ class Evaluate(FileShards):
         # the clean record first (the results tables' order), the attacks in the order asked for
         order = [part_key(CLEAN, "none")] + [part_key(WHITEBOX, parse_attack(a).key) for a in spec.attacks]
         for key, shards in sorted(parts.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
-            read = [read_outcomes(rt.store_file(s.path), s.sha256, s.size_bytes) for s in shards]
+            read = [read_outcomes(rt.store_file(s.path, s.sha256, s.size_bytes), s.sha256, s.size_bytes) for s in shards]
             outcomes = join_outcomes([arrays for arrays, _attrs in read])
             seconds = float(sum(s.seconds or 0.0 for s in shards))
             setting, _, name = key.partition(":")
@@ -207,9 +208,10 @@ class Evaluate(FileShards):
         rows = [{"experiment_id": job.experiment_id, "artifact_id": artifact.id, "training_run_id": run_id,
                  "dataset_id": ds_row.id, "split_id": spec.split_id, "subset": spec.subset,
                  "unmapped": _unmapped_record(unmapped, rec, mapping), **rec.columns()} for rec in records]
-        ids = ledger.replace_evaluations(rt.db, job.id, rows)
         self.keep_only_recorded(rt, job.id)
-        return Finished({"evaluation_ids": ids, "artifact_id": artifact.id, "clean_accuracy": records[0].accuracy})
+        # the rows are written with the job's result, in one transaction (their ids become the
+        # result's evaluation_ids), and only if this aggregation still holds the job's lease
+        return Finished({"artifact_id": artifact.id, "clean_accuracy": records[0].accuracy}, evaluations=rows)
 
 
 def _unmapped_record(unmapped: dict | None, record, mapping) -> dict | None:

@@ -50,6 +50,7 @@ class Generate(FileShards):
     queue = "generate"
     shard_task = "ferqueue.generate_shard"
     finish_task = "ferqueue.merge_store"
+    finish_name = "merge"
 
     def check(self, rt, spec: GenerateSpec, partial: bool = False) -> None:
         ds_row, split_row = rt.records(spec.dataset_id, spec.split_id)
@@ -98,14 +99,13 @@ class Generate(FileShards):
                    "subset": spec.subset, "job_id": job.id, "start": shard.start, "stop": shard.stop,
                    "attack_key": shard.attack_key, "class_names": list(ds_row.class_names)},
         )
-        return ShardOutput(path=rt.relative_to_store(written.path), sha256=written.sha256,
+        return ShardOutput(path=rt.store_put(written.path), sha256=written.sha256,
                            size_bytes=written.size_bytes, n_examples=len(indices), n_success=int(result.success.sum()),
                            queries=int(result.queries.sum()), seconds=seconds)
 
     def finish(self, rt, job, progress) -> Finished:
-        """Merge the verified shards into the job's store (under the store's merge lock)."""
+        """Merge the verified shards into the job's store (under the job's lease)."""
         from ferqueue.store import merge_shards
-        from ferqueue.store.layout import STORE_FILE
 
         spec = self.spec(job.spec)
         directory = rt.store_dir(job.id)
@@ -114,13 +114,12 @@ class Generate(FileShards):
         ds_row = ledger.dataset(rt.db, spec.dataset_id)
         split_row = ledger.split(rt.db, spec.split_id)
         started = time.perf_counter()
-        out = directory / STORE_FILE
         try:
-            sha, size = merge_shards(
+            merged = merge_shards(
                 [{"index": r.index, "attack_key": r.attack_key, "start": r.start, "stop": r.stop,
-                  "path": rt.store_file(r.path), "sha256": r.sha256, "size_bytes": r.size_bytes,
+                  "path": rt.store_file(r.path, r.sha256, r.size_bytes), "sha256": r.sha256, "size_bytes": r.size_bytes,
                   "n_success": r.n_success, "queries": r.queries} for r in rows],
-                out,
+                directory,
                 attrs={"model_sha256": artifact.sha256, "dataset_fingerprint": ds_row.fingerprint,
                        "split_fingerprint": split_row.fingerprint, "image_size": ds_row.image_size,
                        "subset": spec.subset, "job_id": job.id, "artifact_id": artifact.id,
@@ -137,5 +136,5 @@ class Generate(FileShards):
             "merge_seconds": time.perf_counter() - started,
             "queries": int(sum(r.queries for r in rows)),
         }
-        self.keep_only_recorded(rt, job.id, extra=(out,))
-        return Finished(result, store=(rt.relative_to_store(out), sha, size))
+        self.keep_only_recorded(rt, job.id, extra=(merged.path,))
+        return Finished(result, store=(rt.store_put(merged.path), merged.sha256, merged.size_bytes))

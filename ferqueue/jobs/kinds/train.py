@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ferqueue.db import ledger
-from ferqueue.errors import ConfigError, StoreError, describe
+from ferqueue.errors import ConfigError, LeaseLost, StoreError, describe
 from ferqueue.jobs.checks import required
 from ferqueue.jobs.registry import Finished, JobKind, Spec, register
 from ferqueue.vocabulary import DONE, FAILED, OFFLINE_ADV, STANDARD
@@ -47,6 +47,7 @@ class Train(JobKind):
     spec_type = TrainSpec
     queue = "train"
     finish_task = "ferqueue.train"
+    finish_name = "training"
 
     def check(self, rt, spec: TrainSpec, partial: bool = False) -> None:
         rt.records(spec.dataset_id, spec.split_id)
@@ -63,6 +64,8 @@ class Train(JobKind):
         )
         try:
             return Finished(self._train(rt, spec, run, ds_row, dataset, split, progress))
+        except LeaseLost:
+            raise  # the run belongs to the attempt that took the lease over
         except BaseException as exc:
             ledger.update_run(rt.db, run.id, status=FAILED, error=describe(exc), finished_at=ledger.now())
             raise
@@ -87,9 +90,11 @@ class Train(JobKind):
             built.model, train, config, val,
             progress=lambda epoch, epochs, _logs: progress(f"train {spec.architecture} {spec.mode}", epoch, epochs),
         )
+        # the lease is checked (progress raises LeaseLost) before anything is recorded
+        progress(f"train {spec.architecture} {spec.mode}", result.epochs_run, result.epochs_run)
         path, sha = save_model(built.model, rt.settings.artifact_root, f"{spec.architecture}-{spec.mode}-run{run.id}")
         artifact = ledger.register_artifact(
-            rt.db, architecture=spec.architecture, path=rt.relative_to_artifacts(path), sha256=sha,
+            rt.db, architecture=spec.architecture, path=rt.artifact_put(path), sha256=sha,
             num_params=built.num_params, image_size=ds_row.image_size, class_names=list(ds_row.class_names), weights=built.weights,
             size_bytes=path.stat().st_size,
         )

@@ -1,4 +1,5 @@
-"""`ferqueue store | db | info | worker | flower`: stores, the schema, settings and the processes."""
+"""`ferqueue store | db | info | worker | flower | completion`: stores, the schema, settings, the
+processes and the shell's completion script."""
 
 from __future__ import annotations
 
@@ -189,3 +190,28 @@ def flower(port, address, no_auth, dry_run):
         click.echo(" ".join(argv) + ("" if no_auth else "  (basic auth from FLOWER_BASIC_AUTH)"))
         return
     os.execv(argv[0], argv)
+
+
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(COMPLETION_SHELLS), required=False)
+def completion(shell):
+    """Print the shell's completion script (commands, options, choices and job ids).
+
+    \b
+    bash:  eval "$(ferqueue completion bash)"    (in ~/.bashrc)
+    zsh:   eval "$(ferqueue completion zsh)"     (in ~/.zshrc)
+    fish:  ferqueue completion fish > ~/.config/fish/completions/ferqueue.fish
+
+    Without SHELL, the one $SHELL names.
+    """
+    from click.shell_completion import get_completion_class
+
+    shell = shell or os.path.basename(os.environ.get("SHELL", ""))
+    if shell not in COMPLETION_SHELLS:
+        raise ConfigError(f"cannot tell the shell from SHELL={os.environ.get('SHELL', '')!r}: name one of "
+                          f"{', '.join(COMPLETION_SHELLS)}, e.g. `ferqueue completion bash`")
+    script = get_completion_class(shell)(main, {}, "ferqueue", "_FERQUEUE_COMPLETE").source()
+    click.echo(script)

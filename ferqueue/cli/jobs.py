@@ -13,7 +13,7 @@ from ferqueue import app
 from ferqueue.cli import render
 from ferqueue.cli.base import Output, RichProgress, console, err_console, main, output_options
 from ferqueue.cli.experiments import pipeline_command, submitted
-from ferqueue.cli.options import data_options, mode_option, submit_flags, subset_option
+from ferqueue.cli.options import data_options, job_argument, mode_option, submit_flags, subset_option
 from ferqueue.cli.status import print_status
 from ferqueue.jobs import EvaluateSpec, GenerateSpec, TrainSpec
 
@@ -119,7 +119,7 @@ submit.command("pipeline", help="""The paper's four scenarios as jobs on the wor
 
 
 @main.command()
-@click.argument("job_id", type=int)
+@job_argument
 @click.option("--local", is_flag=True, help="Finish the job in this process instead of on Celery workers.")
 @output_options()
 def resume(job_id, local, out: Output):

@@ -11,6 +11,29 @@ from ferqueue.data import SPLIT_KINDS
 from ferqueue.models import MODEL_NAMES
 from ferqueue.vocabulary import SUBSETS, TRAINING_MODES
 
+
+
+def _complete_job_ids(ctx, param, incomplete: str) -> list:
+    """The shell's choices for a JOB argument: the ledger's newest jobs, each with its kind and
+    status. Read-only; nothing at all when the ledger cannot be read (a completion must never
+    print an error into the user's command line)."""
+    from click.shell_completion import CompletionItem
+
+    from ferqueue.db import queries
+
+    try:
+        jobs = queries.jobs(app.open_runtime(write=False).db, limit=100)
+    except Exception:  # noqa: BLE001 - no ledger, an old schema, a database down: no suggestions
+        return []
+    return [CompletionItem(str(job.id), help=f"{job.kind} {job.status}")
+            for job in jobs if str(job.id).startswith(incomplete)]
+
+
+def job_argument(command: Callable) -> Callable:
+    """JOB_ID, completed in the shell from the ledger's jobs."""
+    return click.argument("job_id", type=int, shell_complete=_complete_job_ids)(command)
+
+
 MODELS_HELP = f"Comma list of {', '.join(MODEL_NAMES)}. [synthetic: tiny_cnn; else mobilenetv2]"
 
 _EXPERIMENT_OPTIONS = [

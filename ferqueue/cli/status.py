@@ -12,6 +12,7 @@ from rich.live import Live
 from ferqueue import app
 from ferqueue.cli import render
 from ferqueue.cli.base import Output, console, main, output_options
+from ferqueue.cli.options import job_argument
 from ferqueue.db import ledger, queries
 from ferqueue.vocabulary import DONE
 
@@ -35,7 +36,7 @@ def print_status(rt, job_id: int, out: Output) -> None:
 
 
 @main.command()
-@click.argument("job_id", type=int)
+@job_argument
 @click.option("--watch", "-w", is_flag=True, help="Keep the view live until the job finishes.")
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between refreshes.")
 @output_options()
@@ -53,7 +54,7 @@ def status(job_id, watch, interval, out: Output):
 
 
 @main.command()
-@click.argument("job_id", type=int)
+@job_argument
 @click.option("--attack", "part", help="One part: an attack key (fgsm-eps0.01), clean, or transfer:KEY.")
 @click.option("--fell", is_flag=True, help="Only the examples the attack made wrong (and that were right clean).")
 @click.option("--limit", type=int, default=50, show_default=True, help="At most this many rows (0: all).")
@@ -81,7 +82,7 @@ def list_jobs(limit, out: Output):
 
 
 @main.command()
-@click.argument("job_id", type=int)
+@job_argument
 def cancel(job_id):
     """Cancel a job, its unfinished shards and its pipeline steps; queued tasks become no-ops."""
     changed = ledger.cancel_job(app.open_runtime(write=False).db, job_id)

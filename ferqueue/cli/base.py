@@ -20,8 +20,10 @@ from rich.progress import (  # noqa: E402
     TextColumn,
     TimeElapsedColumn,
 )
+from sqlalchemy.exc import DBAPIError  # noqa: E402
 
 from ferqueue import logs  # noqa: E402
+from ferqueue.db.session import database_error  # noqa: E402
 from ferqueue.errors import FerqueueError  # noqa: E402
 
 # Every table fits this many columns unless --wide; off a terminal, it is also the width
@@ -91,6 +93,10 @@ class FerqueueGroup(click.Group):
             if ctx.meta.get("ferqueue.debug"):
                 raise
             raise click.ClickException(str(exc)) from None
+        except DBAPIError as exc:
+            if ctx.meta.get("ferqueue.debug"):
+                raise
+            raise click.ClickException(database_error(exc)) from None
         except Exception as exc:  # noqa: BLE001 - the last line of defence of a command line
             if ctx.meta.get("ferqueue.debug"):
                 raise

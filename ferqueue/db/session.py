@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ferqueue.errors import ConfigError, ServiceError
@@ -24,6 +24,8 @@ from ferqueue.errors import ConfigError, ServiceError
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _ADVISORY_KEY = 0x6665_7271  # "ferq": the PostgreSQL advisory lock that serialises upgrades
 
+# a writer waits this long for SQLite's write lock before the database reports it locked
+SQLITE_BUSY_SECONDS = 30
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
@@ -32,7 +34,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer (CLI watching workers)
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
     cursor.close()
 
 
@@ -56,7 +58,7 @@ def get_engine(url: str) -> Engine:
             try:
                 if path is not None:
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    engine = create_engine(url, connect_args={"timeout": 30})
+                    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
                     event.listen(engine, "connect", _sqlite_pragmas)
                 else:
                     engine = create_engine(url, pool_pre_ping=True)
@@ -84,6 +86,16 @@ def reaching(url: str) -> Iterator[None]:
     except DatabaseError as exc:
         reason = " ".join(str(exc.orig).split()) if exc.orig is not None else str(exc)
         raise ServiceError(f"database {safe_url(url)} is not usable: {reason}") from None
+
+
+def database_error(exc: DBAPIError) -> str:
+    """One line for a database error met while a command works: the driver's message without
+    SQLAlchemy's statement and parameters, and what to do where there is something to do."""
+    reason = " ".join(str(exc.orig if exc.orig is not None else exc).split())
+    if "database is locked" in reason:
+        return (f"the ledger is locked: another process has held SQLite's write lock for over {SQLITE_BUSY_SECONDS} s "
+                "(a stopped or stuck ferqueue process?); try again, and use PostgreSQL for many workers at once")
+    return f"database error: {reason} (`ferqueue --debug ...` shows the statement)"
 
 
 def dispose_engines() -> None:

@@ -120,3 +120,29 @@ def test_info_masks_every_password(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "brokerpw" not in result.stdout and "dbpw" not in result.stdout
     assert "redis://:**@h:6379/0" in result.stdout and "postgresql+psycopg2://u:***@h/x" in result.stdout
+
+
+def test_a_locked_ledger_is_one_line_that_says_so(settings, monkeypatch):
+    """A process stopped inside a write holds SQLite's write lock: a command that must write
+    waits the busy timeout, then says so in one line (not SQLAlchemy's statement)."""
+    from click.testing import CliRunner
+
+    from ferqueue.cli import main
+    from ferqueue.db import ledger, session
+    from ferqueue.runtime import Runtime
+
+    monkeypatch.setattr(session, "SQLITE_BUSY_SECONDS", 1)
+    rt = Runtime(settings)
+    job = ledger.create_job(rt.db, "generate", {})
+    holder = sqlite3.connect(rt.db.engine.url.database)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        result = CliRunner().invoke(main, ["cancel", str(job.id)])
+    finally:
+        holder.rollback()
+        holder.close()
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [
+        "Error: the ledger is locked: another process has held SQLite's write lock for over 1 s (a stopped or stuck "
+        "ferqueue process?); try again, and use PostgreSQL for many workers at once"]
+    assert ledger.job(rt.db, job.id).status == "pending", "nothing changed"

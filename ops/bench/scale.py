@@ -68,6 +68,7 @@ class PeakMemory:
             except OSError:
                 continue
             hwm = next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+            cmdline = cmdline.replace(f"{REPO}/", "")  # committed JSON names paths relative to the project
             role = "worker" if " worker " in f" {cmdline} " else "cli" if "ferqueue" in cmdline else "other"
             entry = self.peaks.setdefault(pid, {"pid": pid, "role": role, "command": cmdline[:160], "peak_rss": 0})
             entry["peak_rss"] = max(entry["peak_rss"], hwm)

@@ -344,12 +344,18 @@ def plan_paper(rt: Runtime, options: ExperimentOptions, models: str | None = Non
 
 def plan_compare(rt: Runtime, options: ExperimentOptions, model: str | None = None, adv_eps: float = 0.01,
                  online_modes: str = ONLINE_FGSM, folds: int | None = None, transfer: bool = True,
-                 progress=None) -> Planned:
+                 progress=None, robust: dict | None = None) -> Planned:
     """Baseline vs offline vs online adversarial training on one split (or every fold of a
-    subject-disjoint k-fold split), same epochs and seed: one compare job."""
+    subject-disjoint k-fold split), same epochs and seed: one compare job. ``robust``: the
+    online modes' TrainConfig settings (adv_steps, trades_beta, robust_check, keep_best_robust),
+    the same for every model."""
+    from dataclasses import replace
+
     from ferqueue.data import make_split
 
     resolved = resolve(options, model)
+    if robust:
+        resolved = replace(resolved, train={**resolved.train, **robust})
     if len(resolved.models) != 1:
         raise ConfigError(f"compare takes one model, got {resolved.models}")
     check_eps(adv_eps)

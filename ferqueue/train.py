@@ -1,4 +1,5 @@
-"""Training: standard, offline adversarial (original + stored examples) and online adversarial.
+"""Training: standard, offline adversarial (original + stored examples) and online adversarial
+(FGSM, FGSM-RS, N-FGSM, PGD-AT and TRADES, regenerated against the current weights every batch).
 
 One loop serves every mode, so their costs are comparable: wall seconds, gradient
 evaluations (one per example per forward+backward pass, whether the gradient is taken with
@@ -17,6 +18,7 @@ Models without a backbone (tiny_cnn) train ``epochs`` at ``lr``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import time
@@ -31,7 +33,24 @@ from ferqueue.data.stream import ArrayExamples, Stream
 from ferqueue.errors import ConfigError
 from ferqueue.models import set_backbone_trainable
 from ferqueue.models.zoo import backbones
-from ferqueue.vocabulary import ONLINE_MODES, STANDARD, TRAINING_MODES
+from ferqueue.vocabulary import (
+    N_FGSM,
+    ONLINE_FGSM,
+    ONLINE_FGSM_RS,
+    ONLINE_MODES,
+    PGD_AT,
+    STANDARD,
+    TRADES,
+    TRAINING_MODES,
+)
+
+# the adversarial share of the loss when the configuration gives none: the clean and FGSM
+# examples of a batch count alike (as ferqueue always trained), N-FGSM and PGD-AT train on their
+# adversarial examples alone (as their papers do); TRADES weighs its terms with beta instead
+DEFAULT_ADV_WEIGHT = {ONLINE_FGSM: 0.5, ONLINE_FGSM_RS: 0.5, N_FGSM: 1.0, PGD_AT: 1.0}
+# a robust check whose accuracy falls below this share of the best one so far marks the epoch
+# as catastrophic overfitting (FGSM-trained models that suddenly lose all PGD robustness)
+OVERFIT_DROP = 0.5
 
 
 @dataclass(frozen=True)
@@ -45,12 +64,32 @@ class TrainConfig:
     shift: float = 0.0
     seed: int = 42
     mode: str = STANDARD
-    adv_eps: float = 0.01  # online modes: FGSM epsilon regenerated every batch
+    adv_eps: float = 0.01  # online modes: the epsilon of the examples regenerated every batch
     label_smoothing: float = 0.0
+    adv_steps: int = 10  # pgd_at and trades: PGD steps per batch, of 2.5 * adv_eps / adv_steps each
+    trades_beta: float = 6.0  # trades: the weight of the KL term
+    adv_weight: float | None = None  # online modes but trades: the adversarial share of the loss
+    robust_check: int = 0  # held-out examples scored under PGD-10 at adv_eps after every epoch
+    keep_best_robust: bool = False  # end with the weights of the epoch with the best robust check
 
     def __post_init__(self):
         if self.mode not in TRAINING_MODES:
             raise ConfigError(f"unknown training mode {self.mode!r}; choose one of {', '.join(TRAINING_MODES)}")
+        if not 1 <= self.adv_steps <= 1000:
+            raise ConfigError(f"adversarial steps must be between 1 and 1000, got {self.adv_steps}")
+        if not 0 < self.trades_beta <= 1000:
+            raise ConfigError(f"TRADES beta must be in (0, 1000], got {self.trades_beta}")
+        if self.adv_weight is not None:
+            if self.mode not in DEFAULT_ADV_WEIGHT:
+                raise ConfigError(f"adversarial weight {self.adv_weight} applies to "
+                                  f"{', '.join(DEFAULT_ADV_WEIGHT)}, not {self.mode}"
+                                  + (" (TRADES weighs its terms with beta)" if self.mode == TRADES else ""))
+            if not 0 < self.adv_weight <= 1:
+                raise ConfigError(f"adversarial weight must be in (0, 1], got {self.adv_weight}")
+        if self.robust_check < 0:
+            raise ConfigError(f"robust check examples must not be negative, got {self.robust_check}")
+        if self.keep_best_robust and not self.robust_check:
+            raise ConfigError("keeping the best robust epoch needs a robust check (--robust-check N)")
         if self.epochs < 0 or self.probe_epochs < 0:
             raise ConfigError(f"epochs must not be negative, got {self.epochs}/{self.probe_epochs}")
         if self.batch_size < 1:
@@ -63,6 +102,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def mix(self) -> float | None:
+        """The adversarial share of the loss of an online mode but TRADES; None otherwise."""
+        if self.mode not in DEFAULT_ADV_WEIGHT:
+            return None
+        return DEFAULT_ADV_WEIGHT[self.mode] if self.adv_weight is None else self.adv_weight
 
 
 @dataclass
@@ -103,8 +149,9 @@ class _Steps:
         logits = fns.logits
         smoothing = config.label_smoothing
         num_classes = model.output_shape[-1]
-        eps = config.adv_eps
-        random_start = ONLINE_MODES.get(config.mode)
+        mode, eps, steps = config.mode, config.adv_eps, config.adv_steps
+        pgd_step = 2.5 * eps / steps
+        mix = config.mix
         variables = model.trainable_variables
 
         def loss_fn(y, scores):
@@ -112,45 +159,78 @@ class _Steps:
             return keras.losses.categorical_crossentropy(onehot, scores, from_logits=True,
                                                          label_smoothing=smoothing)
 
+        def near(x, radius):
+            return tf.clip_by_value(x + tf.random.uniform(tf.shape(x), -radius, radius), 0.0, 1.0)
+
         def perturb(x, y):
-            # FGSM against the current weights, the engine's signed-gradient step ("fast is
-            # better than free" adds a random start and a step of 1.25 eps)
-            if random_start:
-                start = tf.clip_by_value(x + tf.random.uniform(tf.shape(x), -eps, eps), 0.0, 1.0)
-                step = 1.25 * eps
+            """The mode's adversarial examples against the current weights (the engine's
+            signed-gradient step): FGSM; FGSM-RS, from a random start with a step of 1.25 eps
+            ("fast is better than free"); N-FGSM, noise of 2 eps and a step of eps, not projected
+            back (de Jorge et al.; a radius of 3 eps bounds nothing); PGD, K steps from a random start."""
+            if mode == ONLINE_FGSM:
+                x_adv, _ = fns.step_graph(x, x, y, eps, eps, 1.0)
+            elif mode == ONLINE_FGSM_RS:
+                x_adv, _ = fns.step_graph(near(x, eps), x, y, eps, 1.25 * eps, 1.0)
+            elif mode == N_FGSM:
+                x_adv, _ = fns.step_graph(near(x, 2 * eps), x, y, 3 * eps, eps, 1.0)
             else:
-                start, step = x, eps
-            x_adv, _probs = fns.step_graph(start, x, y, eps, step, 1.0)
+                x_adv = near(x, eps)
+                for _ in tf.range(steps):
+                    x_adv = fns.step_graph(x_adv, x, y, eps, pgd_step, 1.0)[0]
             return tf.stop_gradient(x_adv)
+
+        def trades_adversary(x):
+            """K signed-gradient steps of KL(p(x) || p(x')) from x plus a little noise."""
+            p_clean = tf.stop_gradient(tf.nn.softmax(fns._logits_graph(x)))
+            x_adv = tf.clip_by_value(x + 0.001 * tf.random.normal(tf.shape(x)), 0.0, 1.0)
+            for _ in tf.range(steps):
+                x_adv = fns.kl_step_graph(x_adv, x, p_clean, eps, pgd_step)
+            return tf.stop_gradient(x_adv)
+
+        def correct_of(scores, y):
+            return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(scores, -1, output_type=y.dtype), y), tf.float32))
 
         @tf.function(reduce_retracing=True)
         def train_step(x, y):
             if augment is not None:
                 x = augment(x, training=True)
-            if random_start is not None:
-                x = tf.concat([x, perturb(x, y)], axis=0)
+            n = tf.shape(y)[0]
+            if mode == TRADES:
+                x_adv = trades_adversary(x)
+                with tf.GradientTape() as tape:
+                    scores = logits(tf.concat([x, x_adv], axis=0), training=True)
+                    clean, adv = scores[:n], scores[n:]
+                    kl = tf.reduce_sum(tf.nn.softmax(clean) * (tf.nn.log_softmax(clean) - tf.nn.log_softmax(adv)), -1)
+                    loss = tf.reduce_mean(loss_fn(y, clean)) + config.trades_beta * tf.reduce_mean(kl)
                 y = tf.concat([y, y], axis=0)
-            with tf.GradientTape() as tape:
-                scores = logits(x, training=True)
-                loss = tf.reduce_mean(loss_fn(y, scores))
+            else:
+                weights = None
+                if mix == 1.0:
+                    x = perturb(x, y)
+                elif mix is not None:  # clean and adversarial halves, weighed (1 - mix) : mix
+                    x = tf.concat([x, perturb(x, y)], axis=0)
+                    y = tf.concat([y, y], axis=0)
+                    weights = tf.concat([tf.fill([n], 2.0 * (1.0 - mix)), tf.fill([n], 2.0 * mix)], axis=0)
+                with tf.GradientTape() as tape:
+                    scores = logits(x, training=True)
+                    per_example = loss_fn(y, scores)
+                    loss = tf.reduce_mean(per_example if weights is None else per_example * weights)
             grads = tape.gradient(loss, variables)
             optimizer.apply(grads, variables)
-            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(scores, -1, output_type=y.dtype), y), tf.float32))
-            return loss * tf.cast(tf.shape(y)[0], tf.float32), correct
+            return loss * tf.cast(tf.shape(y)[0], tf.float32), correct_of(scores, y)
 
         @tf.function(reduce_retracing=True)
         def eval_step(x, y):
             scores = logits(x, training=False)
             loss = tf.reduce_sum(loss_fn(y, scores))
-            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(scores, -1, output_type=y.dtype), y), tf.float32))
-            return loss, correct
+            return loss, correct_of(scores, y)
 
         self.train_step = train_step
         self.eval_step = eval_step
-        online = random_start is not None
-        # per input example: examples in the weight update, and extra input-gradient passes
-        self.updates_per_example = 2 if online else 1
-        self.input_grads_per_example = 1 if online else 0
+        # per input example: examples in the weight update, and input-gradient passes
+        both = mode == TRADES or (mix is not None and mix < 1.0)
+        self.updates_per_example = 2 if both else 1
+        self.input_grads_per_example = (steps if mode in (PGD_AT, TRADES) else 1) if mode in ONLINE_MODES else 0
 
 
 def _evaluate(steps: _Steps, val: Stream) -> tuple[float, float]:
@@ -160,6 +240,28 @@ def _evaluate(steps: _Steps, val: Stream) -> tuple[float, float]:
         total_loss += float(loss)
         total_correct += float(correct)
     return total_loss / max(len(val), 1), total_correct / max(len(val), 1)
+
+
+def _held_out(val: Stream, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` examples of ``val``, in order: the robust check's fixed batch."""
+    xs, ys, got = [], [], 0
+    with contextlib.closing(val.ordered()) as batches:
+        for x, y in batches:
+            xs.append(np.array(x[: n - got], np.float32))
+            ys.append(np.array(y[: n - got]))
+            got += len(ys[-1])
+            if got >= n:
+                break
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _robust_accuracy(model, held_out: tuple[np.ndarray, np.ndarray], config: TrainConfig) -> float:
+    """Accuracy under white-box PGD-10 at ``adv_eps`` (random start seeded by the run's seed)."""
+    from ferqueue.attacks import make_attack
+
+    x, y = held_out
+    result = make_attack("pgd", eps=config.adv_eps, steps=10, seed=config.seed)(model, x, y)
+    return float(np.mean(result.adv_pred == y))
 
 
 def _head_model(model):
@@ -269,6 +371,13 @@ def train_stream(model, train: Stream, config: TrainConfig, val: Stream | None =
     has_backbone = bool(backbones(model))
     history: dict[str, list[float]] = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy",
                                                        "seconds", "lr", "probe_accuracy", "probe_val_accuracy")}
+    held_out = None
+    if config.robust_check:
+        if val is None or len(val) == 0:
+            raise ConfigError("the robust check needs held-out examples, and there are none")
+        held_out = _held_out(val, config.robust_check)
+        history.update(val_pgd_accuracy=[], catastrophic_overfitting=[])
+    best_robust: tuple[float, list | None, int] = (-1.0, None, 0)
     started = time.perf_counter()
     forward_evals = 0
     if has_backbone and config.probe_epochs:
@@ -302,8 +411,23 @@ def train_stream(model, train: Stream, config: TrainConfig, val: Stream | None =
         history["val_accuracy"].append(val_acc)
         history["seconds"].append(time.perf_counter() - epoch_start)
         history["lr"].append(float(schedule((epoch + 1) * batches_per_epoch)))
+        if held_out is not None:
+            robust = _robust_accuracy(model, held_out, config)
+            peak = max(history["val_pgd_accuracy"], default=0.0)
+            history["val_pgd_accuracy"].append(robust)
+            history["catastrophic_overfitting"].append(float(peak > 0 and robust < OVERFIT_DROP * peak))
+            if config.keep_best_robust and robust > best_robust[0]:
+                best_robust = (robust, model.get_weights(), epoch + 1)
         if progress is not None:
             progress(epoch + 1, config.epochs, {k: v[-1] for k, v in history.items() if v})
+    extra = {}
+    if held_out is not None:
+        extra["robust_check"] = {"examples": len(held_out[1]), "attack": f"pgd:eps={config.adv_eps:g},steps=10",
+                                 "gradient_evals": 10 * len(held_out[1]) * config.epochs}
+    if best_robust[1] is not None:
+        model.set_weights(best_robust[1])
+        extra["kept_epoch"] = best_robust[2]
+        extra["kept_val_accuracy"] = history["val_accuracy"][best_robust[2] - 1]
     set_backbone_trainable(model, False)
     if config.epochs == 0 and val is not None:
         val_loss, val_acc = _evaluate(steps, val)
@@ -316,5 +440,5 @@ def train_stream(model, train: Stream, config: TrainConfig, val: Stream | None =
         examples_seen=examples_seen,
         epochs_run=config.epochs,
         extra={"probe_seconds": probe_seconds, "probe_forward_evals": forward_evals,
-               "max_stream_bytes": train.max_held_bytes},
+               "max_stream_bytes": train.max_held_bytes, **extra},
     )

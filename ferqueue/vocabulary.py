@@ -27,10 +27,14 @@ RUN_STATES = (PENDING, RUNNING, DONE, FAILED, CANCELLED)
 # ---- training ------------------------------------------------------------------------------------
 
 STANDARD, OFFLINE_ADV, ONLINE_FGSM, ONLINE_FGSM_RS = "standard", "offline_adv", "online_fgsm", "online_fgsm_rs"
+N_FGSM, PGD_AT, TRADES = "n_fgsm", "pgd_at", "trades"
 # in the order tables and plots show them
-TRAINING_MODES = (STANDARD, OFFLINE_ADV, ONLINE_FGSM, ONLINE_FGSM_RS)
-# online modes regenerate FGSM examples every batch; the value says whether FGSM starts at random
-ONLINE_MODES = {ONLINE_FGSM: False, ONLINE_FGSM_RS: True}
+TRAINING_MODES = (STANDARD, OFFLINE_ADV, ONLINE_FGSM, ONLINE_FGSM_RS, N_FGSM, PGD_AT, TRADES)
+# online modes regenerate their adversarial examples against the current weights every batch:
+# FGSM; FGSM from a random start with a step of 1.25 eps (FGSM-RS); N-FGSM (noise of 2 eps, a
+# step of eps, no projection); K-step PGD from a random start (PGD-AT); TRADES (clean
+# cross-entropy plus beta times the KL divergence to a K-step PGD example of that divergence)
+ONLINE_MODES = (ONLINE_FGSM, ONLINE_FGSM_RS, N_FGSM, PGD_AT, TRADES)
 # a model evaluated without a training run of its own (an artifact brought from elsewhere)
 EXTERNAL = "external"
 

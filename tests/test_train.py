@@ -73,3 +73,68 @@ def test_mismatched_or_empty_data_is_refused():
         train_model(model, np.zeros((3, 32, 32, 3), np.float32), np.zeros(2, int), TrainConfig(epochs=1))
     with pytest.raises(ConfigError, match="empty"):
         train_model(model, np.zeros((0, 32, 32, 3), np.float32), np.zeros(0, int), TrainConfig(epochs=1))
+
+
+@pytest.mark.parametrize("mode, train, seen, evals", [
+    # (mode, extra config, examples in the updates per example, gradient passes per example)
+    ("n_fgsm", {}, 1, 2),  # adversarial examples alone, one input gradient each
+    ("pgd_at", {"adv_steps": 3}, 1, 4),  # K input gradients, one update
+    ("pgd_at", {"adv_steps": 3, "adv_weight": 0.7}, 2, 5),  # a clean half in the update too
+    ("trades", {"adv_steps": 2, "trades_beta": 3.0}, 2, 4),  # clean and adversarial terms, K gradients
+])
+def test_robust_modes_account_for_their_passes(data, mode, train, seen, evals):
+    x, y, xt, yt = data
+    model = build_model("tiny_cnn", 7, 32, weights="random", seed=0).model
+    result = train_model(model, x, y, TrainConfig(epochs=2, mode=mode, adv_eps=0.03, **train), xt, yt)
+    assert result.examples_seen == 2 * seen * len(x)
+    assert result.gradient_evals == 2 * evals * len(x)
+    assert np.isfinite(result.history["loss"]).all()
+
+
+def test_the_robust_check_records_pgd_accuracy_and_keeps_the_best_epoch(data):
+    from ferqueue.train import _robust_accuracy
+
+    x, y, xt, yt = data
+    model = build_model("tiny_cnn", 7, 32, weights="random", seed=0).model
+    config = TrainConfig(epochs=4, mode="online_fgsm_rs", adv_eps=0.03, lr=3e-3, robust_check=40,
+                         keep_best_robust=True)
+    result = train_model(model, x, y, config, xt, yt)
+    robust = result.history["val_pgd_accuracy"]
+    assert len(robust) == len(result.history["catastrophic_overfitting"]) == 4
+    kept = result.extra["kept_epoch"]
+    assert robust[kept - 1] == max(robust) and kept == robust.index(max(robust)) + 1
+    # the model ends with the kept epoch's weights: its check scores what that epoch scored
+    assert _robust_accuracy(model, (xt[:40], yt[:40]), config) == robust[kept - 1]
+    assert result.extra["kept_val_accuracy"] == result.history["val_accuracy"][kept - 1]
+    assert result.extra["robust_check"]["examples"] == 40
+    assert result.gradient_evals == 4 * 3 * len(x), "the check is evaluation, not training compute"
+
+
+def test_same_command_same_seed_identical_weights_and_metrics(data):
+    x, y, xt, yt = data
+    runs = []
+    for _ in range(2):
+        model = build_model("tiny_cnn", 7, 32, weights="random", seed=5).model
+        config = TrainConfig(epochs=2, batch_size=16, mode="pgd_at", adv_steps=2, adv_eps=0.03, seed=5, shift=0.1,
+                             robust_check=24)
+        result = train_model(model, x[:96], y[:96], config, xt, yt)
+        runs.append((model.get_weights(), result.history))
+    for a, b in zip(runs[0][0], runs[1][0], strict=True):
+        np.testing.assert_array_equal(a, b)
+    keep = ("loss", "accuracy", "val_loss", "val_accuracy", "val_pgd_accuracy")
+    assert {k: runs[0][1][k] for k in keep} == {k: runs[1][1][k] for k in keep}
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"mode": "trades", "adv_weight": 0.5}, "TRADES weighs its terms with beta"),
+    ({"mode": "standard", "adv_weight": 0.5}, "not standard"),
+    ({"mode": "pgd_at", "adv_weight": 0.0}, "must be in \\(0, 1\\]"),
+    ({"mode": "pgd_at", "adv_weight": 1.5}, "must be in \\(0, 1\\]"),
+    ({"mode": "pgd_at", "adv_steps": 0}, "between 1 and 1000"),
+    ({"mode": "trades", "trades_beta": 0.0}, "beta"),
+    ({"keep_best_robust": True}, "needs a robust check"),
+    ({"robust_check": -1}, "must not be negative"),
+])
+def test_robust_training_options_are_checked(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**bad)

@@ -9,7 +9,14 @@ import click
 from ferqueue import app
 from ferqueue.cli import render
 from ferqueue.cli.base import Output, RichProgress, console, main, output_options
-from ferqueue.cli.options import MODELS_HELP, experiment_options, submit_flags, take_experiment_options
+from ferqueue.cli.options import (
+    MODELS_HELP,
+    experiment_options,
+    robust_training_options,
+    submit_flags,
+    take_experiment_options,
+    take_robust_options,
+)
 from ferqueue.cli.status import watch_job
 from ferqueue.db import ledger, queries
 from ferqueue.errors import ConfigError
@@ -96,7 +103,9 @@ main.command(name="run", help=RUN_HELP)(pipeline_command("run", local_only=True)
 @click.option("--adv-eps", type=float, default=0.01, show_default=True,
               help="FGSM epsilon of both adversarial trainings (stored once vs regenerated every batch).")
 @click.option("--online", "online_modes", default=ONLINE_FGSM, show_default=True,
-              help="Comma list of online modes: online_fgsm, online_fgsm_rs (FGSM with random start).")
+              help="Comma list of online modes: online_fgsm, online_fgsm_rs (FGSM with random start), n_fgsm, "
+                   "pgd_at, trades.")
+@robust_training_options
 @click.option("--folds", type=int, help="k-fold by subject: run every fold of a subject-disjoint k-fold split.")
 @click.option("--transfer/--no-transfer", default=True, show_default=True,
               help="Also judge every model on test examples made once against the baseline.")
@@ -113,13 +122,14 @@ def compare(model_name, adv_eps, online_modes, folds, transfer, submit, wait, ou
     is attacked white-box (re-run on itself) and, labelled 'transfer', with fixed examples made
     against the baseline.
     """
+    robust = take_robust_options(kwargs)
     options = take_experiment_options(kwargs)
     rt = app.open_runtime(write=True, local=not submit)
     executor = app.executor_for(rt, local=not submit)
     say = out.chatter
     with RichProgress(say) as bars:
         planned = app.plan_compare(rt, options, model_name, adv_eps, online_modes, folds, transfer,
-                                   progress=bars.loading(Path(options.dataset).name))
+                                   progress=bars.loading(Path(options.dataset).name), robust=robust)
         say.print(f"[bold]experiment[/bold] {planned.experiment.name} (id {planned.experiment.id}), compare job "
                       f"{planned.job.id}: {len(planned.splits)} split(s) of {planned.dataset.name}, "
                       f"{planned.facts['n_steps']} steps")

@@ -13,7 +13,15 @@ from ferqueue import app
 from ferqueue.cli import render
 from ferqueue.cli.base import Output, RichProgress, console, err_console, main, output_options
 from ferqueue.cli.experiments import pipeline_command, submitted
-from ferqueue.cli.options import data_options, job_argument, mode_option, submit_flags, subset_option
+from ferqueue.cli.options import (
+    data_options,
+    job_argument,
+    mode_option,
+    robust_training_options,
+    submit_flags,
+    subset_option,
+    take_robust_options,
+)
 from ferqueue.cli.status import print_status
 from ferqueue.jobs import EvaluateSpec, GenerateSpec, TrainSpec
 
@@ -80,15 +88,23 @@ def submit_generate(artifact, dataset, image_size, split, seed, test_fraction, a
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--weights", type=click.Choice(["auto", "imagenet", "random"]), default="auto", show_default=True)
+@click.option("--adv-eps", type=float, default=0.01, show_default=True,
+              help="Online modes: the epsilon of the examples regenerated every batch.")
+@click.option("--adv-weight", type=float, help="Online modes but trades: the adversarial share of the loss, in "
+                                               "(0, 1]. [online_fgsm(_rs): 0.5; n_fgsm, pgd_at: 1]")
+@robust_training_options
 @_experiment_option
 def submit_train(dataset, image_size, split, seed, test_fraction, architecture, mode, store_job, epochs,
-                 probe_epochs, batch_size, lr, weights, experiment, local, quiet, out):
-    """Train a model (standard, or adversarially on a stored generation job)."""
+                 probe_epochs, batch_size, lr, weights, adv_eps, adv_weight, experiment, local, quiet, out, **kwargs):
+    """Train a model: standard, offline adversarial on a stored generation job, or online
+    adversarial (FGSM, FGSM-RS, N-FGSM, PGD-AT, TRADES) regenerated every batch."""
+    robust = take_robust_options(kwargs)
+
     def spec(rt):
         ds_row, split_row = app.dataset_and_split(rt, dataset, image_size, split, seed, test_fraction)
         return TrainSpec(dataset_id=ds_row.id, split_id=split_row.id, architecture=architecture, mode=mode,
                          train={"epochs": epochs, "probe_epochs": probe_epochs, "batch_size": batch_size, "lr": lr,
-                                "seed": seed},
+                                "seed": seed, "adv_eps": adv_eps, "adv_weight": adv_weight, **robust},
                          weights=weights, store_job_id=store_job)
 
     _submit(local, quiet, experiment, out, spec)

@@ -12,7 +12,6 @@ from ferqueue.models import MODEL_NAMES
 from ferqueue.vocabulary import SUBSETS, TRAINING_MODES
 
 
-
 def _complete_job_ids(ctx, param, incomplete: str) -> list:
     """The shell's choices for a JOB argument: the ledger's newest jobs, each with its kind and
     status. Read-only; nothing at all when the ledger cannot be read (a completion must never
@@ -111,3 +110,28 @@ def subset_option(default: str) -> Callable:
 
 def mode_option() -> Callable:
     return click.option("--mode", type=click.Choice(TRAINING_MODES), default=TRAINING_MODES[0], show_default=True)
+
+
+def robust_training_options(command: Callable) -> Callable:
+    """The online adversarial trainings' settings (TrainConfig's fields of the same names); unset
+    ones keep TrainConfig's defaults. Gathered into one ``robust`` dict for the command."""
+    options = [
+        click.option("--adv-steps", type=int, help="pgd_at and trades: PGD steps per batch, each of "
+                                                   "2.5 * eps / steps. [10]"),
+        click.option("--trades-beta", type=float, help="trades: the weight of the KL term. [6.0]"),
+        click.option("--robust-check", type=int, help="After every epoch, score this many held-out images under "
+                                                      "PGD-10 at the adversarial eps (history: val_pgd_accuracy, "
+                                                      "catastrophic_overfitting). [0: off]"),
+        click.option("--keep-best-robust", is_flag=True, default=None,
+                     help="End with the weights of the epoch whose robust check scored best."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def take_robust_options(kwargs: dict) -> dict:
+    """The robust training options given on the command line, removed from ``kwargs``."""
+    names = ("adv_steps", "trades_beta", "robust_check", "keep_best_robust")
+    return {name: value for name in names if (value := kwargs.pop(name, None)) is not None}
+

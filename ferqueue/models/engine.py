@@ -160,6 +160,17 @@ class ModelFunctions:
         projected = tf.clip_by_value(moved, x0 - eps, x0 + eps)
         return tf.clip_by_value(projected, 0.0, 1.0), tf.nn.softmax(logits)
 
+    def kl_step_graph(self, x, x0, p_clean, eps, alpha):
+        """TRADES's inner step: a signed-gradient ascent of KL(p_clean || p(x)), projected onto
+        the L-inf ``eps`` ball around ``x0`` and onto [0, 1]."""
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            log_p = tf.nn.log_softmax(self._logits_graph(x))
+            # summed over the batch: only the sign of the gradient is used
+            loss = tf.reduce_sum(p_clean * (tf.math.log(p_clean + 1e-12) - log_p))
+        moved = x + alpha * tf.sign(tape.gradient(loss, x))
+        return tf.clip_by_value(tf.clip_by_value(moved, x0 - eps, x0 + eps), 0.0, 1.0)
+
     def _pixel_logits_graph(self, images, owner, pos, colours):
         h, w, c = self.image_shape
         m, k = tf.shape(pos)[0], tf.shape(pos)[1]

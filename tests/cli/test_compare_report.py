@@ -20,18 +20,20 @@ def invoke(*args):
 
 @pytest.fixture
 def compared(settings):
-    return invoke("compare", *FAST, "--experiment", "cmp")
+    return invoke("compare", *FAST, "--experiment", "cmp", "--online", "online_fgsm,pgd_at", "--adv-steps", "2",
+                  "--robust-check", "16")
 
 
-def test_compare_trains_three_models_and_charges_offline_generation(compared, settings):
+def test_compare_trains_every_mode_and_charges_offline_generation(compared, settings):
     from ferqueue.db.ledger import find_experiment
+    from ferqueue.db.ledger import run as ledger_run
     from ferqueue.db.queries import comparison
     from ferqueue.db.session import open_database
 
     assert "offline_adv" in compared.output and "online_fgsm" in compared.output and "transfer" in compared.output
     db = open_database(settings.database_url)
     table = comparison(db, find_experiment(db, "cmp").id)
-    assert table["modes"] == ["standard", "offline_adv", "online_fgsm"] and table["n_splits"] == 1
+    assert table["modes"] == ["standard", "offline_adv", "online_fgsm", "pgd_at"] and table["n_splits"] == 1
     keys = {(c["setting"], c["attack"]) for c in table["accuracy"]}
     assert keys == {("clean", "none"), ("whitebox", "fgsm-eps0.02"), ("whitebox", "pixel-random-k1-q10"),
                     ("transfer", "fgsm-eps0.02"), ("transfer", "pixel-random-k1-q10")}
@@ -40,6 +42,11 @@ def test_compare_trains_three_models_and_charges_offline_generation(compared, se
     assert compute["standard"]["gradient_evals"] == 2 * n_train
     assert compute["offline_adv"]["examples_seen"] == compute["online_fgsm"]["examples_seen"] == 2 * 2 * n_train
     assert compute["online_fgsm"]["gradient_evals"] == 2 * 3 * n_train, "one extra input gradient per example"
+    # PGD-AT (2 steps) trains on its adversarial examples alone: 2 input gradients and 1 update each
+    assert compute["pgd_at"]["examples_seen"] == 2 * n_train and compute["pgd_at"]["gradient_evals"] == 2 * 3 * n_train
+    for run in json.loads(invoke("runs", "--format", "json").output):
+        history = ledger_run(db, run["run_id"]).history
+        assert len(history["val_pgd_accuracy"]) == 2, "the robust check ran after every epoch of every model"
     assert compute["offline_adv"]["generation_evals"] == n_train and compute["offline_adv"]["generation_seconds"] > 0
     assert compute["offline_adv"]["total_seconds"] > compute["offline_adv"]["train_seconds"]
     # the baseline's transfer rows are its own white-box examples: they must agree exactly
@@ -63,7 +70,9 @@ def test_compare_runs_every_subject_fold(settings):
 
 def test_compare_refuses_bad_options_before_work(settings):
     for args, message in ((["--online", "online_pgd"], "online_pgd"), (["--folds", "1"], "--folds"),
-                          (["--model", "tiny_cnn,edl"], "one model"), (["--adv-eps", "0"], "0")):
+                          (["--model", "tiny_cnn,edl"], "one model"), (["--adv-eps", "0"], "0"),
+                          (["--online", "trades", "--adv-steps", "0"], "between 1 and 1000"),
+                          (["--keep-best-robust"], "needs a robust check")):
         result = CliRunner().invoke(main, ["compare", *FAST, *args])
         assert result.exit_code != 0 and message in result.output
 
@@ -73,9 +82,9 @@ def test_report_writes_plots_and_summary(compared, settings, tmp_path):
     invoke("report", "cmp", "--out", str(out))
     names = {p.name for p in out.iterdir()}
     assert {"accuracy-vs-eps.png", "summary.md"} <= names
-    assert sum(n.startswith("curves-run") for n in names) == 3
-    assert sum(n.startswith("confusion-") for n in names) == 3
-    assert sum(n.startswith("examples-") for n in names) == 3
+    assert sum(n.startswith("curves-run") for n in names) == 4
+    assert sum(n.startswith("confusion-") for n in names) == 4
+    assert sum(n.startswith("examples-") for n in names) == 4
     for png in out.glob("*.png"):
         with Image.open(png) as image:
             assert image.size[0] > 300
@@ -115,3 +124,23 @@ def check_results_page(page, tmp_path, n_figures: int) -> None:
         assert len(sizes) == n_figures and all(width > 300 for width in sizes), sizes
         shot = full_page_screenshot(browser, tmp_path / "report.png")
     assert shot.stat().st_size > 50_000
+
+
+def test_submit_train_runs_a_robust_mode_and_keeps_its_best_robust_epoch(settings):
+    from ferqueue.db import ledger
+    from ferqueue.db.session import open_database
+
+    result = invoke("submit", "train", "--local", "-q", "--dataset", "synthetic:140", "--model", "tiny_cnn",
+                    "--weights", "random", "--mode", "trades", "--epochs", "3", "--adv-eps", "0.03", "--adv-steps", "2",
+                    "--trades-beta", "2", "--robust-check", "16", "--keep-best-robust")
+    db = open_database(settings.database_url)
+    job = ledger.job(db, int(result.output.strip().splitlines()[-1]))
+    run = ledger.run(db, job.result["run_id"])
+    robust = run.history["val_pgd_accuracy"]
+    assert run.mode == "trades" and len(robust) == 3 and robust[job.result["kept_epoch"] - 1] == max(robust)
+    assert job.result["val_accuracy"] == run.history["val_accuracy"][job.result["kept_epoch"] - 1]
+    assert job.spec["train"]["trades_beta"] == 2.0 and job.spec["train"]["adv_steps"] == 2
+    assert run.gradient_evals == 3 * 112 * (2 + 2), "clean and adversarial terms, 2 PGD steps per example"
+    bad = CliRunner().invoke(main, ["submit", "train", "--local", "--dataset", "synthetic:140", "--model", "tiny_cnn",
+                                    "--mode", "trades", "--adv-weight", "0.5"])
+    assert bad.exit_code != 0 and "TRADES weighs its terms with beta" in bad.output

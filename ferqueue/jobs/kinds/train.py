@@ -106,8 +106,10 @@ class Train(JobKind):
             if generation else None,
             generation_gradient_evals=generation.get("queries") if generation else None,
         )
+        kept = {k: result.extra[k] for k in ("kept_epoch", "robust_check") if k in result.extra}
         return {"run_id": run.id, "artifact_id": artifact.id, "sha256": sha,
-                "val_accuracy": result.history["val_accuracy"][-1], "wall_seconds": result.wall_seconds}
+                "val_accuracy": result.extra.get("kept_val_accuracy", result.history["val_accuracy"][-1]),
+                "wall_seconds": result.wall_seconds, **kept}
 
 
 def _store_of_training_images(rt, store_job_id: int, ds_row, split):

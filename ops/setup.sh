@@ -8,9 +8,10 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 stamp=.venv/.ferqueue-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   echo "ferqueue: installing dependencies into .venv (TensorFlow is large: a minute or two)" >&2
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[dev,s3]"
+  # the versions the figures came from (constraints.txt), so that another machine gets the same numbers
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev,s3]"
   touch "$stamp"
 fi

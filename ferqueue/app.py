@@ -25,12 +25,13 @@ from ferqueue.jobs import (
     LocalExecutor,
     PipelineSpec,
     Progress,
+    SweepSpec,
     TrainSpec,
     check,
     no_progress,
     plan,
 )
-from ferqueue.plans import ComparePlan, PaperPlan, eval_attack_specs, pixel_specs
+from ferqueue.plans import ComparePlan, PaperPlan, SweepPlan, eval_attack_specs, pixel_specs
 from ferqueue.runtime import Runtime
 from ferqueue.vocabulary import DONE, OFFLINE_ADV, ONLINE_FGSM, ONLINE_MODES, STANDARD
 
@@ -393,6 +394,83 @@ def plan_compare(rt: Runtime, options: ExperimentOptions, model: str | None = No
     job = plan(rt, spec, experiment_id=exp.id)
     return Planned(job=job, experiment=exp, dataset=ds_row, splits=split_rows,
                    facts={"n_steps": len(steps), "model": resolved.models[0], "modes": modes})
+
+
+# a sweep's grid has at most this many configurations (each is a training and an evaluation)
+MAX_SWEEP_CONFIGS = 100
+
+
+def _grid_value(text: str):
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_grid(text: str) -> dict[str, list]:
+    """``"mode=standard,pgd_at;lr=0.001,0.003"``: each training setting (a TrainConfig field, or
+    ``mode``) with the values to try."""
+    from dataclasses import fields
+
+    from ferqueue.train import TrainConfig
+
+    known = {f.name for f in fields(TrainConfig)}
+    grid: dict[str, list] = {}
+    for part in (p for p in text.split(";") if p.strip()):
+        key, sep, values = part.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"--grid part {part.strip()!r} is not KEY=V1,V2,...")
+        if key not in known:
+            raise ConfigError(f"--grid key {key!r} is not a training setting; choose from {', '.join(sorted(known))}")
+        if key in grid:
+            raise ConfigError(f"--grid names {key!r} twice")
+        parsed = [_grid_value(v) for v in values.split(",") if v.strip()]
+        if not parsed or len(set(map(repr, parsed))) != len(parsed):
+            raise ConfigError(f"--grid key {key!r} needs distinct values, got {values.strip()!r}")
+        grid[key] = parsed
+    if not grid:
+        raise ConfigError("--grid is empty; give e.g. 'mode=standard,pgd_at;lr=0.001,0.003'")
+    for mode in grid.get("mode", []):
+        if mode == OFFLINE_ADV:
+            raise ConfigError("a sweep trains each configuration on its own; offline_adv needs a stored "
+                              "generation job (`ferqueue compare`)")
+    return grid
+
+
+def plan_sweep(rt: Runtime, options: ExperimentOptions, model: str | None, grid_text: str,
+               progress=None) -> Planned:
+    """One training and one evaluation per configuration of the grid, same split and seed: one
+    sweep job, whose configurations `ferqueue results --compare` ranks."""
+    import itertools
+
+    resolved = resolve(options, model)
+    if len(resolved.models) != 1:
+        raise ConfigError(f"a sweep takes one model, got {resolved.models}")
+    grid = parse_grid(grid_text)
+    configs = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+    if len(configs) > MAX_SWEEP_CONFIGS:
+        raise ConfigError(f"--grid gives {len(configs)} configurations; at most {MAX_SWEEP_CONFIGS}")
+    ds_row, split_row = dataset_and_split(rt, options.dataset, resolved.image_size, options.split_kind,
+                                          options.seed, options.test_fraction, progress)
+    steps = SweepPlan(model=resolved.models[0], dataset_id=ds_row.id, split_id=split_row.id, train=resolved.train,
+                      configs=configs, weights=options.weights, eval_attacks=resolved.eval_attacks,
+                      eval_limit=options.eval_limit).steps()
+    spec = SweepSpec(steps=steps)
+    check(rt, spec)  # every configuration's training settings, before the experiment is recorded
+    exp = experiment(rt, options.experiment, f"sweep-{ds_row.name}-{split_row.kind}", config={
+        "command": "sweep", "dataset": ds_row.source, "model": resolved.models[0], "grid": grid,
+        "train": resolved.train, "eval_attacks": resolved.eval_attacks, "split": split_row.kind})
+    job = plan(rt, spec, experiment_id=exp.id)
+    return Planned(job=job, experiment=exp, dataset=ds_row, splits=[split_row],
+                   facts={"n_configs": len(configs), "model": resolved.models[0], "grid": grid})
 
 
 def plan_cross_eval(rt: Runtime, artifact_id: int, dataset: str, split_kind: str = "auto", subset: str = "test",

@@ -1,4 +1,4 @@
-"""The steps of the pipelines ferqueue plans: the paper's four scenarios, and compare.
+"""The steps of the pipelines ferqueue plans: the paper's four scenarios, compare and sweeps.
 
 For each model: (1) train a baseline and attack it, (2) generate adversarial examples of the
 training images once and store them, (3) adversarially train on original + stored examples,
@@ -128,3 +128,35 @@ class ComparePlan:
             steps.append({"name": f"{p}evaluate-{m}-{mode}", "kind": "evaluate", "refs": refs,
                           "args": {**common, "attacks": self.eval_attacks, "limit": self.eval_limit}})
         return steps
+
+
+@dataclass
+class SweepPlan:
+    """One training and one white-box evaluation per configuration of a grid: each
+    configuration is the shared ``train`` settings with its own values (and training mode)."""
+
+    model: str
+    dataset_id: int
+    split_id: int
+    train: dict
+    configs: list[dict]  # each: TrainConfig fields, "mode" among them
+    weights: str = "auto"
+    eval_attacks: list[str] = field(default_factory=list)
+    eval_limit: int | None = None
+
+    def steps(self) -> list[dict]:
+        common = {"dataset_id": self.dataset_id, "split_id": self.split_id}
+        steps: list[dict] = []
+        for i, config in enumerate(self.configs):
+            values = dict(config)
+            mode = values.pop("mode", STANDARD)
+            name = f"train-{i:03d}"
+            steps += [
+                {"name": name, "kind": "train",
+                 "args": {**common, "architecture": self.model, "mode": mode, "weights": self.weights,
+                          "train": {**self.train, **values}}},
+                {"name": f"evaluate-{i:03d}", "kind": "evaluate", "refs": {"artifact_id": f"{name}.artifact_id"},
+                 "args": {**common, "attacks": self.eval_attacks, "limit": self.eval_limit}},
+            ]
+        return steps
+

@@ -124,33 +124,78 @@ def compare(model_name, adv_eps, online_modes, folds, transfer, submit, wait, ou
     """
     robust = take_robust_options(kwargs)
     options = take_experiment_options(kwargs)
+
+    def make(rt, bars):
+        planned = app.plan_compare(rt, options, model_name, adv_eps, online_modes, folds, transfer,
+                                   progress=bars.loading(Path(options.dataset).name), robust=robust)
+        return planned, (f"{len(planned.splits)} split(s) of {planned.dataset.name}, "
+                         f"{planned.facts['n_steps']} steps")
+
+    _run_experiment_job("compare", make, submit, wait, out, print_comparison)
+
+
+def _run_experiment_job(kind: str, make, submit: bool, wait: bool, out: Output, show) -> None:
+    """Plan (``make(rt, bars)`` -> (Planned, what it holds)), run here or send to the workers,
+    watch it there if asked, then ``show(rt, experiment_id, out)``: compare's and sweep's course."""
     rt = app.open_runtime(write=True, local=not submit)
     executor = app.executor_for(rt, local=not submit)
     say = out.chatter
     with RichProgress(say) as bars:
-        planned = app.plan_compare(rt, options, model_name, adv_eps, online_modes, folds, transfer,
-                                   progress=bars.loading(Path(options.dataset).name), robust=robust)
-        say.print(f"[bold]experiment[/bold] {planned.experiment.name} (id {planned.experiment.id}), compare job "
-                      f"{planned.job.id}: {len(planned.splits)} split(s) of {planned.dataset.name}, "
-                      f"{planned.facts['n_steps']} steps")
+        planned, holds = make(rt, bars)
+        say.print(f"[bold]experiment[/bold] {planned.experiment.name} (id {planned.experiment.id}), {kind} job "
+                  f"{planned.job.id}: {holds}")
         executor.progress = bars
         sent = app.dispatch(executor, planned.job.id)
+    job_id = planned.job.id
     if submit:
-        say.print(f"job {planned.job.id} (compare) submitted: {len(sent)} tasks enqueued")
+        say.print(f"job {job_id} ({kind}) submitted: {len(sent)} tasks enqueued")
         if not wait:
             if out.as_table:
-                say.print(f"tables when it is done: `ferqueue results --experiment {planned.experiment.id} --compare`")
+                say.print(f"results when it is done: `ferqueue results --experiment {planned.experiment.id} --compare`")
             else:
                 submitted(out, planned.job, sent)
             return
-        status = watch_job(rt, planned.job.id, live=out.as_table)
+        status = watch_job(rt, job_id, live=out.as_table)
         if status != DONE:
-            raise click.ClickException(f"compare job {planned.job.id} ended {status}; "
-                                       f"`ferqueue status {planned.job.id}`")
+            raise click.ClickException(f"{kind} job {job_id} ended {status}; `ferqueue status {job_id}`")
     else:
-        say.print(f"compare job {planned.job.id} finished in "
-                  f"{render.fmt(ledger.job(rt.db, planned.job.id).seconds, 1)} s")
-    print_comparison(rt, planned.experiment.id, out)
+        done = ledger.job(rt.db, job_id)
+        if done.status != DONE:
+            raise click.ClickException(f"{kind} job {job_id} ended {done.status}: {done.error}")
+        say.print(f"{kind} job {job_id} finished in {render.fmt(done.seconds, 1)} s")
+    show(rt, planned.experiment.id, out)
+
+
+@main.command()
+@experiment_options
+@click.option("--model", "model_name", help="One of mobilenetv2, edl, tiny_cnn. [synthetic: tiny_cnn; else mobilenetv2]")
+@click.option("--grid", required=True, metavar="KEY=V1,V2;...",
+              help="Training settings to try, every combination: e.g. 'mode=standard,pgd_at;lr=0.001,0.003;"
+                   "label_smoothing=0,0.1' (any field of a training's settings, and mode).")
+@click.option("--submit", is_flag=True,
+              help="Run the configurations on Celery workers (queue train) instead of in this process.")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="With --submit: watch the job and print the ranking when it ends (else print its id).")
+@output_options()
+def sweep(model_name, grid, submit, wait, out: Output, **kwargs):
+    """Train and evaluate one model per configuration of a grid, same split and seed, and rank them.
+
+    Each configuration is a training job and a white-box evaluation job (the --eps, --pgd and
+    --pixel-queries attacks), planned as one sweep job; `ferqueue results --experiment X --compare`
+    ranks them again later.
+    """
+    options = take_experiment_options(kwargs)
+
+    def make(rt, bars):
+        planned = app.plan_sweep(rt, options, model_name, grid, progress=bars.loading(Path(options.dataset).name))
+        return planned, f"{planned.facts['n_configs']} configurations of {planned.facts['model']}"
+
+    _run_experiment_job("sweep", make, submit, wait, out, print_ranking)
+
+
+def print_ranking(rt, experiment_id: int, out: Output, by: str | None = None) -> None:
+    data = queries.ranking(rt.db, experiment_id, by)
+    render.emit(out, data, lambda wide: render.ranking_table(data, wide))
 
 
 def print_comparison(rt, experiment_id: int, out: Output) -> None:
@@ -239,18 +284,28 @@ def cross_eval(artifact_id, dataset, split_kind, subset, seed, test_fraction, ep
 @click.option("--experiment", help="Name or id; all experiments when left out.")
 @click.option("--setting", type=click.Choice(EVAL_SETTINGS))
 @click.option("--compare", "as_comparison", is_flag=True,
-              help="With --experiment: the side-by-side tables of a `ferqueue compare` experiment.")
+              help="With --experiment: the side-by-side tables of a `ferqueue compare` experiment, or a "
+                   "`ferqueue sweep`'s configurations ranked.")
+@click.option("--by", help="A sweep's ranking: the attack key (or 'clean') to rank by. [the first PGD attack]")
 @output_options(("table", "json", "csv"))
-def results(experiment, setting, as_comparison, out: Output):
+def results(experiment, setting, as_comparison, by, out: Output):
     """Compare experiments: one row per model x training mode x attack x epsilon."""
     rt = app.open_runtime(write=False)
-    exp_id = ledger.find_experiment(rt.db, experiment).id if experiment else None
+    exp = ledger.find_experiment(rt.db, experiment) if experiment else None
+    exp_id = exp.id if exp else None
+    if by is not None and not as_comparison:
+        raise ConfigError("--by ranks a sweep: give it with --compare")
     if as_comparison:
         if exp_id is None:
             raise ConfigError("--compare needs --experiment NAME|ID")
         if out.fmt == "csv":
             raise ConfigError("--compare prints tables or JSON, not CSV")
-        print_comparison(rt, exp_id, out)
+        if (exp.config or {}).get("command") == "sweep":
+            print_ranking(rt, exp_id, out, by)
+        elif by is not None:
+            raise ConfigError(f"--by ranks a sweep; experiment {exp.name} is not one")
+        else:
+            print_comparison(rt, exp_id, out)
         return
     rows = queries.results(rt.db, exp_id, setting)
     if out.fmt == "json":

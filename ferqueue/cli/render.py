@@ -144,6 +144,21 @@ def runs_table(rows: list[dict], wide: bool = False) -> Table:
     return made
 
 
+def ranking_table(data: dict, wide: bool = False) -> Table:
+    """A sweep's configurations, best first: the grid's values, accuracies, compute."""
+    keys, attacks = list(data["grid"]), data["attacks"]
+    shown = [data["by"], *(a for a in attacks if a != data["by"])]
+    made = FittedTable(f"{data['experiment']}: configurations ranked by {data['by']}",
+                       ["rank", "run", *keys, *shown, "train s", "gradient evals"],
+                       ("rank", "run", *shown, "train s", "gradient evals"), wide=wide,
+                       wide_only=(*shown[3:], "gradient evals"), limits={k: max(14, len(k)) for k in keys})
+    for r in data["rows"]:
+        made.add_row(str(r["rank"]), str(r["run_id"]), *(str(r["config"].get(k)) for k in keys),
+                     *(fmt(r["accuracy"].get(a)) for a in shown), fmt(r["wall_seconds"], 1),
+                     f"{r['gradient_evals']:,}" if r["gradient_evals"] is not None else "-")
+    return made
+
+
 def comparison_tables(data: dict, wide: bool = False) -> tuple[Table, Table]:
     """The accuracy of each training mode side by side (mean ± std over folds), and the compute."""
     modes, folds = data["modes"], data["n_splits"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from ferqueue.db.domain import Evaluation, Job
-from ferqueue.db.ledger import children, job, record, shards
+from ferqueue.db.ledger import children, find_experiment, job, record, shards
 from ferqueue.db.session import Database
 from ferqueue.db.tables import (
     ArtifactRow,
@@ -17,6 +17,7 @@ from ferqueue.db.tables import (
     ShardRow,
     SplitRow,
 )
+from ferqueue.errors import ConfigError
 from ferqueue.vocabulary import (
     ACTIVE_JOB_STATES,
     CLEAN,
@@ -24,6 +25,7 @@ from ferqueue.vocabulary import (
     EVAL_SETTINGS,
     EXTERNAL,
     TRAINING_MODES,
+    TRANSFER,
     mode_rank,
 )
 
@@ -74,6 +76,7 @@ def results(db: Database, experiment_id: int | None = None, setting: str | None 
                 "mean_queries": ev.mean_queries,
                 "source_artifact_id": ev.source_artifact_id,
                 "seconds": ev.seconds,
+                "run_id": run.id if run else None,
             })
     rows.sort(key=lambda r: (r["experiment"] or "", r["dataset"], r["split"], r["model"], mode_rank(r["mode"]),
                              r["artifact_id"], EVAL_SETTINGS.index(r["setting"]), r["attack"], r["epsilon"] or 0,
@@ -104,6 +107,42 @@ def training_runs(db: Database, experiment_id: int | None = None) -> list[dict]:
                 "experiment_id": run.experiment_id, "error": run.error,
             })
     return out
+
+
+def ranking(db: Database, experiment: int | str, by: str | None = None) -> dict:
+    """The configurations of a sweep experiment, best first by white-box accuracy under ``by``
+    (an attack key, or ``clean``; default: the first PGD attack evaluated, else FGSM, else clean).
+    Each row gives the grid's values of its run, its accuracies and its compute."""
+    exp = find_experiment(db, experiment)
+    grid = (exp.config or {}).get("grid") or {}
+    runs = training_runs(db, exp.id)
+    accuracy: dict[int, dict[str, float]] = {}
+    attacks: list[str] = []
+    for row in results(db, exp.id):
+        if row["setting"] == TRANSFER or row["run_id"] is None:
+            continue
+        key = CLEAN if row["setting"] == CLEAN else row["attack_key"]
+        accuracy.setdefault(row["run_id"], {})[key] = row["accuracy"]
+        if key not in attacks:
+            attacks.append(key)
+    attacks.sort(key=lambda k: (k != CLEAN, not k.startswith("pgd"), k))
+    if by is None:
+        by = next((k for k in attacks if k.startswith("pgd")), next((k for k in attacks if k != CLEAN), CLEAN))
+    elif attacks and by not in attacks:
+        raise ConfigError(f"--by {by!r} is not among this experiment's evaluations: {', '.join(attacks)}")
+    rows = []
+    for run in runs:
+        train = (run["params"] or {}).get("train") or {}
+        rows.append({
+            "run_id": run["run_id"], "status": run["status"],
+            "config": {k: run["mode"] if k == "mode" else train.get(k) for k in grid},
+            "accuracy": accuracy.get(run["run_id"], {}), "val_accuracy": run["val_accuracy"],
+            "wall_seconds": run["wall_seconds"], "gradient_evals": run["gradient_evals"],
+        })
+    rows.sort(key=lambda r: (r["accuracy"].get(by) is None, -(r["accuracy"].get(by) or 0.0), r["run_id"]))
+    for rank, row in enumerate(rows, 1):
+        row["rank"] = rank
+    return {"experiment": exp.name, "grid": grid, "by": by, "attacks": attacks, "rows": rows}
 
 
 def _probe_epochs(run, art) -> int | None:

@@ -8,7 +8,7 @@
 from ferqueue.jobs.execution import Executor, InFlight, LocalExecutor, Unit, complete, run_unit
 from ferqueue.jobs.kinds.evaluate import EvaluateSpec
 from ferqueue.jobs.kinds.generate import GenerateSpec
-from ferqueue.jobs.kinds.pipeline import CompareSpec, PipelineSpec
+from ferqueue.jobs.kinds.pipeline import CompareSpec, PipelineSpec, SweepSpec
 from ferqueue.jobs.kinds.train import TrainSpec
 from ferqueue.jobs.registry import (
     Finished,
@@ -38,6 +38,7 @@ __all__ = [
     "Progress",
     "ShardOutput",
     "Spec",
+    "SweepSpec",
     "TrainSpec",
     "Unit",
     "check",

@@ -144,3 +144,51 @@ def test_submit_train_runs_a_robust_mode_and_keeps_its_best_robust_epoch(setting
     bad = CliRunner().invoke(main, ["submit", "train", "--local", "--dataset", "synthetic:140", "--model", "tiny_cnn",
                                     "--mode", "trades", "--adv-weight", "0.5"])
     assert bad.exit_code != 0 and "TRADES weighs its terms with beta" in bad.output
+
+
+def test_sweep_trains_every_configuration_and_ranks_them(settings):
+    result = invoke("sweep", "--dataset", "synthetic:140", "--epochs", "2", "--eps", "0.03", "--pixel-queries", "0",
+                    "--eval-limit", "20", "--experiment", "sw", "--grid", "mode=standard,pgd_at;lr=0.001,0.003;adv_steps=2")
+    assert "4 configurations of tiny_cnn" in result.output and "configurations ranked by pgd-eps0.03-steps10" in result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 120
+    data = json.loads(invoke("results", "--experiment", "sw", "--compare", "--format", "json").output)
+    assert data["by"] == "pgd-eps0.03-steps10" and data["grid"]["lr"] == [0.001, 0.003]
+    assert {(r["config"]["mode"], r["config"]["lr"], r["config"]["adv_steps"]) for r in data["rows"]} == {
+        ("standard", 0.001, 2), ("standard", 0.003, 2), ("pgd_at", 0.001, 2), ("pgd_at", 0.003, 2)}
+    ranked = [r["accuracy"][data["by"]] for r in data["rows"]]
+    assert ranked == sorted(ranked, reverse=True) and [r["rank"] for r in data["rows"]] == [1, 2, 3, 4]
+    # each configuration's figures are its run's rows of the results table
+    table = json.loads(invoke("results", "--experiment", "sw", "--format", "json").output)
+    for row in data["rows"]:
+        mine = {r["attack_key"]: r["accuracy"] for r in table if r["run_id"] == row["run_id"] and r["setting"] == "whitebox"}
+        assert mine == {k: v for k, v in row["accuracy"].items() if k != "clean"}
+    pgd_runs = [r for r in data["rows"] if r["config"]["mode"] == "pgd_at"]
+    assert all(r["gradient_evals"] == 2 * 112 * 3 for r in pgd_runs), "2 PGD steps + 1 update per example"
+    by_clean = json.loads(invoke("results", "--experiment", "sw", "--compare", "--by", "clean", "--format", "json").output)
+    clean = [r["accuracy"]["clean"] for r in by_clean["rows"]]
+    assert by_clean["by"] == "clean" and clean == sorted(clean, reverse=True)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--grid", "momentum=0.9"], "'momentum' is not a training setting"),
+    (["--grid", "mode=offline_adv"], "offline_adv needs a stored generation job"),
+    (["--grid", "lr=0.001,0.001"], "needs distinct values"),
+    (["--grid", "lr"], "is not KEY=V1,V2"),
+    (["--grid", "adv_steps=0,2;mode=pgd_at"], "between 1 and 1000"),
+    (["--grid", "lr=0.001", "--model", "tiny_cnn,edl"], "one model"),
+])
+def test_sweep_refuses_a_bad_grid_before_any_job(settings, args, message):
+    from ferqueue.db.session import open_database
+
+    result = CliRunner().invoke(main, ["sweep", "--dataset", "synthetic:140", *args])
+    assert result.exit_code != 0 and message in result.output, result.output
+    db = open_database(settings.database_url)
+    with db.session() as s:
+        from ferqueue.db.tables import JobRow
+
+        assert s.query(JobRow).count() == 0
+
+
+def test_by_ranks_only_a_sweep(compared):
+    bad = CliRunner().invoke(main, ["results", "--experiment", "cmp", "--compare", "--by", "clean"])
+    assert bad.exit_code != 0 and "is not one" in bad.output

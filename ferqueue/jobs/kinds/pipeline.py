@@ -3,7 +3,8 @@
 A step is ``{"name", "kind", "args", "refs", "after"}``: ``args`` are the fields of the
 kind's spec, ``refs`` fill more of them from earlier steps' results (``{"artifact_id":
 "train-x.artifact_id"}``) and ``after`` names steps to wait for without taking anything from
-them. ``compare`` is the same thing under its own name, so that `ferqueue jobs` tells them apart.
+them. ``compare`` and ``sweep`` are the same thing under their own names, so that `ferqueue jobs` tells
+them apart.
 """
 
 from __future__ import annotations
@@ -111,3 +112,14 @@ class Pipeline(JobKind):
 class Compare(Pipeline):
     name = "compare"
     spec_type = CompareSpec
+
+
+@dataclass(frozen=True)
+class SweepSpec(PipelineSpec):
+    """A training and an evaluation per configuration of a grid (see ferqueue.plans.SweepPlan)."""
+
+
+@register
+class Sweep(Pipeline):
+    name = "sweep"
+    spec_type = SweepSpec

@@ -106,6 +106,7 @@ class ExperimentOptions:
     pixel_queries: int = 100
     pixel_method: str = "random"
     pgd: bool = True
+    pgd_steps: str = "10"
     extra_attacks: tuple[str, ...] = ()
     shard_size: int = SHARD_SIZE
     eval_limit: int | None = None
@@ -148,7 +149,8 @@ def resolve(options: ExperimentOptions, models: str | None) -> Resolved:
         probe_epochs=defaults.probe_epochs if options.probe_epochs is None else options.probe_epochs,
         lr=options.lr or defaults.lr, fine_tune_lr=options.fine_tune_lr,
         batch_size=options.batch_size or defaults.batch_size, seed=options.seed)
-    eval_attacks = eval_attack_specs(epsilons, options.pixel_queries, options.pgd, options.pixel_method)
+    eval_attacks = eval_attack_specs(epsilons, options.pixel_queries, options.pgd, options.pixel_method,
+                                     parse_steps(options.pgd_steps))
     eval_attacks += list(options.extra_attacks)
     for spec in eval_attacks:  # refuse a bad spec before any data is loaded
         parse_attack(spec).check_image_size(image_size)
@@ -412,6 +414,17 @@ def _grid_value(text: str):
         except ValueError:
             pass
     return text.strip()
+
+
+def parse_steps(text: str) -> tuple[int, ...]:
+    """``"10,50"``: PGD step counts, each at least 1, none repeated."""
+    try:
+        steps = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--pgd-steps {text!r} is not a comma list of whole numbers") from None
+    if not steps or min(steps) < 1 or len(set(steps)) != len(steps):
+        raise ConfigError(f"--pgd-steps {text!r} needs distinct step counts of at least 1")
+    return steps
 
 
 def parse_grid(text: str) -> dict[str, list]:

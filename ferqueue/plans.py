@@ -24,11 +24,12 @@ def pixel_specs(pixel_queries: int, pixel_method: str = "random") -> list[str]:
     return [f"pixel:k=1,method={pixel_method},{budget}={pixel_queries}"]
 
 
-def eval_attack_specs(epsilons, pixel_queries: int = 100, pgd: bool = True, pixel_method: str = "random") -> list[str]:
-    """FGSM at every epsilon, PGD (10 steps) at every epsilon, and the one-pixel attack."""
+def eval_attack_specs(epsilons, pixel_queries: int = 100, pgd: bool = True, pixel_method: str = "random",
+                      pgd_steps: tuple[int, ...] = (10,)) -> list[str]:
+    """FGSM at every epsilon, PGD (of each step count) at every epsilon, and the one-pixel attack."""
     specs = [f"fgsm:eps={eps:g}" for eps in epsilons]
     if pgd:
-        specs += [f"pgd:eps={eps:g},steps=10" for eps in epsilons]
+        specs += [f"pgd:eps={eps:g},steps={steps}" for steps in pgd_steps for eps in epsilons]
     return specs + pixel_specs(pixel_queries, pixel_method)
 
 

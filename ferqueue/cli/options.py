@@ -57,7 +57,9 @@ _EXPERIMENT_OPTIONS = [
     click.option("--pixel-queries", type=int, default=100, show_default=True,
                  help="Budget of the one-pixel attack: queries (random) or generations (de); 0: none."),
     click.option("--pixel-method", type=click.Choice(["random", "de"]), default="random", show_default=True),
-    click.option("--pgd/--no-pgd", default=True, show_default=True, help="Also evaluate with PGD (10 steps)."),
+    click.option("--pgd/--no-pgd", default=True, show_default=True, help="Also evaluate with PGD."),
+    click.option("--pgd-steps", default="10", show_default=True,
+                 help="Comma list of PGD step counts, e.g. 10,50 (compare checks that more steps never score higher)."),
     click.option("--attack", "extra_attacks", multiple=True, metavar="SPEC",
                  help="Another evaluation attack, e.g. 'pixel:k=1,method=de,maxiter=100' (repeatable)."),
     click.option("--shard-size", type=int, default=app.SHARD_SIZE, show_default=True),
@@ -66,7 +68,7 @@ _EXPERIMENT_OPTIONS = [
 ]
 _OPTION_NAMES = ("dataset", "image_size", "split_kind", "test_fraction", "seed", "epochs", "probe_epochs", "lr",
                  "fine_tune_lr", "batch_size", "weights", "eps_list", "pixel_queries", "pixel_method", "pgd",
-                 "extra_attacks", "shard_size", "eval_limit", "experiment")
+                 "pgd_steps", "extra_attacks", "shard_size", "eval_limit", "experiment")
 
 
 def experiment_options(command: Callable) -> Callable:

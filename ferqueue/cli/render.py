@@ -175,6 +175,13 @@ def comparison_tables(data: dict, wide: bool = False) -> tuple[Table, Table]:
             else:
                 cells.append(f"{values[0]:.4f}")
         accuracy.add_row(row["setting"], row["attack"], fmt(row["epsilon"], 2), *cells)
+    masking = data.get("gradient_masking") or {}
+    if any(found is not None for found in masking.values()):  # flagged in the table, each sign said below it
+        accuracy.add_row("check", "gradient masking", "",
+                         *("-" if masking.get(m) is None else "FLAG" if masking[m] else "ok" for m in modes))
+        if any(masking.values()):
+            accuracy.caption = "gradient masking: " + "; ".join(f"{m}: {', '.join(found)}"
+                                                                for m, found in masking.items() if found)
     columns = ["training", "train s", "generation s", "total s", "gradient evals", "generation evals", "total evals",
                "examples seen"]
     compute = FittedTable("compute (summed over folds)", columns, tuple(columns[1:]), wide=wide,

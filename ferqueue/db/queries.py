@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import func, select
 
 from ferqueue.db.domain import Evaluation, Job
@@ -77,6 +79,7 @@ def results(db: Database, experiment_id: int | None = None, setting: str | None 
                 "source_artifact_id": ev.source_artifact_id,
                 "seconds": ev.seconds,
                 "run_id": run.id if run else None,
+                "num_classes": len(art.class_names or []),
             })
     rows.sort(key=lambda r: (r["experiment"] or "", r["dataset"], r["split"], r["model"], mode_rank(r["mode"]),
                              r["artifact_id"], EVAL_SETTINGS.index(r["setting"]), r["attack"], r["epsilon"] or 0,
@@ -225,8 +228,54 @@ def comparison(db: Database, experiment_id: int) -> dict:
         c["total_seconds"] = c["train_seconds"] + c["generation_seconds"]
         c["total_evals"] = c["gradient_evals"] + c["generation_evals"]
     n_splits = max((len(v) for cell in cells.values() for v in cell["values"].values()), default=0)
+    num_classes = max((r["num_classes"] for r in rows), default=0)
     return {"modes": modes, "accuracy": accuracy, "n_splits": n_splits,
-            "compute": [compute[m] for m in TRAINING_MODES if m in compute]}
+            "compute": [compute[m] for m in TRAINING_MODES if m in compute],
+            "gradient_masking": gradient_masking(accuracy, modes, num_classes)}
+
+
+_GRADIENT_ATTACK = re.compile(r"^(fgsm|pgd)-eps([0-9.e-]+)(?:-steps(\d+))?$")
+# how much higher a stronger attack may score before it counts against the model (noise of a
+# small test set), and how far above chance the accuracy at eps >= 0.1 may stay
+MASKING_SLACK, CHANCE_SLACK = 0.02, 0.10
+
+
+def gradient_masking(accuracy: list[dict], modes: list[str], num_classes: int) -> dict[str, list[str] | None]:
+    """Signs that a model's gradients mislead the attacks rather than that it is robust, per
+    mode (mean over splits), from the white-box plain FGSM and PGD rows there are: PGD with more
+    steps scoring higher than with fewer, PGD scoring higher than FGSM at the same eps, and
+    accuracy at eps >= 0.1 well above chance. An empty list: nothing seen; None: nothing to
+    check (no two such attacks at one eps, and none at eps >= 0.1)."""
+    by_mode: dict[str, dict[float, dict[int, float]]] = {m: {} for m in modes}
+    for cell in accuracy:
+        match = _GRADIENT_ATTACK.match(cell["attack"]) if cell["setting"] == "whitebox" else None
+        if not match:
+            continue
+        eps, steps = float(match.group(2)), int(match.group(3) or 0)  # FGSM: 0 steps of PGD
+        for mode, values in cell["values"].items():
+            if mode in by_mode:
+                by_mode[mode].setdefault(eps, {})[steps] = sum(values) / len(values)
+    flags: dict[str, list[str] | None] = {}
+    chance = 1.0 / num_classes if num_classes else None
+    for mode, grid in by_mode.items():
+        if not any(len(ladder) > 1 or (eps >= 0.1 and chance) for eps, ladder in grid.items()):
+            flags[mode] = None
+            continue
+        found = []
+        for eps in sorted(grid):
+            ladder = sorted(grid[eps].items())  # FGSM first, then PGD by steps
+            for (weak, weak_acc), (strong, strong_acc) in zip(ladder, ladder[1:], strict=False):
+                if strong_acc > weak_acc + MASKING_SLACK:
+                    found.append(f"{_attack_name(strong)} {strong_acc:.3f} > {_attack_name(weak)} {weak_acc:.3f} "
+                                 f"at eps {eps:g}")
+            if chance is not None and eps >= 0.1 and min(grid[eps].values()) > chance + CHANCE_SLACK:
+                found.append(f"{min(grid[eps].values()):.3f} at eps {eps:g}, chance is {chance:.3f}")
+        flags[mode] = found
+    return flags
+
+
+def _attack_name(steps: int) -> str:
+    return f"PGD-{steps}" if steps else "FGSM"
 
 
 def ledger_counts(db: Database) -> dict:

@@ -176,6 +176,7 @@ def test_sweep_trains_every_configuration_and_ranks_them(settings):
     (["--grid", "lr"], "is not KEY=V1,V2"),
     (["--grid", "adv_steps=0,2;mode=pgd_at"], "between 1 and 1000"),
     (["--grid", "lr=0.001", "--model", "tiny_cnn,edl"], "one model"),
+    (["--grid", "lr=0.001", "--pgd-steps", "10,0"], "--pgd-steps"),
 ])
 def test_sweep_refuses_a_bad_grid_before_any_job(settings, args, message):
     from ferqueue.db.session import open_database

@@ -33,7 +33,7 @@ from ferqueue.jobs import (
 )
 from ferqueue.plans import ComparePlan, PaperPlan, SweepPlan, eval_attack_specs, pixel_specs
 from ferqueue.runtime import Runtime
-from ferqueue.vocabulary import DONE, OFFLINE_ADV, ONLINE_FGSM, ONLINE_MODES, STANDARD
+from ferqueue.vocabulary import DONE, OFFLINE_ADV, ONLINE_FGSM, ONLINE_MODES, STANDARD, STORE_MODES
 
 # ---- defaults ---------------------------------------------------------------------------------
 
@@ -347,11 +347,13 @@ def plan_paper(rt: Runtime, options: ExperimentOptions, models: str | None = Non
 
 def plan_compare(rt: Runtime, options: ExperimentOptions, model: str | None = None, adv_eps: float = 0.01,
                  online_modes: str = ONLINE_FGSM, folds: int | None = None, transfer: bool = True,
-                 progress=None, robust: dict | None = None) -> Planned:
+                 progress=None, robust: dict | None = None, refresh_every: int | None = None,
+                 refresh_attack: str = "pgd") -> Planned:
     """Baseline vs offline vs online adversarial training on one split (or every fold of a
     subject-disjoint k-fold split), same epochs and seed: one compare job. ``robust``: the
     online modes' TrainConfig settings (adv_steps, trades_beta, robust_check, keep_best_robust),
-    the same for every model."""
+    the same for every model. ``refresh_every``: also train refresh_adv, whose store is made
+    again against its own weights every R epochs by ``refresh_attack`` (fgsm or pgd)."""
     from dataclasses import replace
 
     from ferqueue.data import make_split
@@ -359,6 +361,15 @@ def plan_compare(rt: Runtime, options: ExperimentOptions, model: str | None = No
     resolved = resolve(options, model)
     if robust:
         resolved = replace(resolved, train={**resolved.train, **robust})
+    refresh_spec = None
+    if refresh_every is not None:
+        if not 1 <= refresh_every < resolved.train["epochs"]:
+            raise ConfigError(f"--refresh-every {refresh_every} must be at least 1 and below the "
+                              f"{resolved.train['epochs']} epochs, or nothing is refreshed")
+        if refresh_attack not in ("fgsm", "pgd"):
+            raise ConfigError(f"--refresh-attack {refresh_attack!r}: choose fgsm or pgd")
+        refresh_spec = (f"fgsm:eps={adv_eps:g}" if refresh_attack == "fgsm"
+                        else f"pgd:eps={adv_eps:g},steps={resolved.train['adv_steps']}")
     if len(resolved.models) != 1:
         raise ConfigError(f"compare takes one model, got {resolved.models}")
     check_eps(adv_eps)
@@ -384,14 +395,16 @@ def plan_compare(rt: Runtime, options: ExperimentOptions, model: str | None = No
             model=resolved.models[0], dataset_id=ds_row.id, split_id=split_row.id, train=resolved.train,
             adv_eps=adv_eps, weights=options.weights, eval_attacks=resolved.eval_attacks,
             transfer_attacks=transfer_attacks, online_modes=modes, shard_size=options.shard_size,
-            eval_limit=options.eval_limit, prefix=f"fold{i}-" if folds else "",
+            eval_limit=options.eval_limit, prefix=f"fold{i}-" if folds else "", refresh_every=refresh_every,
+            refresh_attack=refresh_spec,
         ).steps()
     spec = CompareSpec(steps=steps)
     check(rt, spec)
     kind_name = f"subject{folds}fold" if folds else options.split_kind
     exp = experiment(rt, options.experiment, f"compare-{data.name}-{kind_name}", config={
         "command": "compare", "dataset": data.source, "model": resolved.models[0], "adv_eps": adv_eps,
-        "online_modes": list(modes), "splits": [s.describe() for s in splits], "train": resolved.train,
+        "online_modes": list(modes), "refresh_every": refresh_every, "refresh_attack": refresh_spec,
+        "splits": [s.describe() for s in splits], "train": resolved.train,
         "eval_attacks": resolved.eval_attacks, "transfer_attacks": transfer_attacks})
     job = plan(rt, spec, experiment_id=exp.id)
     return Planned(job=job, experiment=exp, dataset=ds_row, splits=split_rows,
@@ -452,8 +465,8 @@ def parse_grid(text: str) -> dict[str, list]:
     if not grid:
         raise ConfigError("--grid is empty; give e.g. 'mode=standard,pgd_at;lr=0.001,0.003'")
     for mode in grid.get("mode", []):
-        if mode == OFFLINE_ADV:
-            raise ConfigError("a sweep trains each configuration on its own; offline_adv needs a stored "
+        if mode in STORE_MODES:
+            raise ConfigError(f"a sweep trains each configuration on its own; {mode} needs a stored "
                               "generation job (`ferqueue compare`)")
     return grid
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ferqueue.errors import ConfigError
-from ferqueue.vocabulary import OFFLINE_ADV, ONLINE_FGSM, STANDARD
+from ferqueue.vocabulary import OFFLINE_ADV, ONLINE_FGSM, REFRESH_ADV, STANDARD
 
 PAPER_EPSILONS = (0.01, 0.02, 0.03, 0.04, 0.05)
 
@@ -99,6 +99,8 @@ class ComparePlan:
     shard_size: int = 256
     eval_limit: int | None = None
     prefix: str = ""
+    refresh_every: int | None = None  # refresh_adv: regenerate the store every R epochs
+    refresh_attack: str | None = None  # refresh_adv: the attack of the regenerated stores
 
     def steps(self) -> list[dict]:
         common = {"dataset_id": self.dataset_id, "split_id": self.split_id}
@@ -122,12 +124,45 @@ class ComparePlan:
                                    "shard_size": self.shard_size, "limit": self.eval_limit}})
         steps.append(train_step(OFFLINE_ADV, {"store_job_id": f"{gen}.job_id"}))
         steps += [train_step(mode) for mode in self.online_modes]
-        for mode in (STANDARD, OFFLINE_ADV, *self.online_modes):
+        modes = [STANDARD, OFFLINE_ADV, *self.online_modes]
+        if self.refresh_every:
+            steps += self._refresh_steps(common, gen, train_step)
+            modes.insert(2, REFRESH_ADV)
+        for mode in modes:
             refs = {"artifact_id": f"{p}train-{m}-{mode}.artifact_id"}
             if self.transfer_attacks:
                 refs["transfer_store_job_id"] = f"{transfer}.job_id"
             steps.append({"name": f"{p}evaluate-{m}-{mode}", "kind": "evaluate", "refs": refs,
                           "args": {**common, "attacks": self.eval_attacks, "limit": self.eval_limit}})
+        return steps
+
+    def _refresh_steps(self, common: dict, first_store: str, train_step) -> list[dict]:
+        """refresh_adv: segments of ``refresh_every`` epochs on original + stored examples, each
+        from the weights the previous one left, each on a store generated against those weights
+        (the first on the offline run's store, made against the baseline); the last segment is
+        the model that is judged. The learning-rate schedule runs over the whole training."""
+        p, m = self.prefix, self.model
+        epochs, every = self.train["epochs"], self.refresh_every
+        starts = list(range(0, epochs, every))
+        steps, previous, store = [], None, first_store
+        for k, start in enumerate(starts):
+            name = f"{p}train-{m}-{REFRESH_ADV}" if k == len(starts) - 1 else f"{p}train-{m}-{REFRESH_ADV}-s{k}"
+            if previous is not None:
+                store = f"{p}generate-{m}-refresh-s{k}"
+                steps.append({"name": store, "kind": "generate", "refs": {"artifact_id": f"{previous}.artifact_id"},
+                              "args": {**common, "attacks": [self.refresh_attack], "subset": "train",
+                                       "shard_size": self.shard_size}})
+            refs = {"store_job_id": f"{store}.job_id"}
+            if previous is not None:
+                refs["init_artifact_id"] = f"{previous}.artifact_id"
+            step = train_step(REFRESH_ADV, refs)
+            step["name"] = name
+            segment = {"epochs": min(every, epochs - start), "epoch_offset": start, "schedule_epochs": epochs}
+            if previous is not None:
+                segment["probe_epochs"] = 0  # the head was probed in the first segment
+            step["args"]["train"] = {**step["args"]["train"], **segment}
+            steps.append(step)
+            previous = name
         return steps
 
 

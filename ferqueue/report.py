@@ -30,8 +30,8 @@ from ferqueue.runtime import Runtime
 from ferqueue.vocabulary import CLEAN, EXTERNAL, TRAINING_MODES, WHITEBOX
 
 # one colour per training mode, in the modes' own order
-MODE_STYLE = {**dict(zip(TRAINING_MODES, ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:olive",
-                                           "tab:orange", "tab:brown"), strict=True)),
+MODE_STYLE = {**dict(zip(TRAINING_MODES, ("tab:blue", "tab:red", "tab:pink", "tab:green", "tab:purple",
+                                           "tab:olive", "tab:orange", "tab:brown"), strict=True)),
               EXTERNAL: "tab:gray"}
 
 

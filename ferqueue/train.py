@@ -71,6 +71,11 @@ class TrainConfig:
     adv_weight: float | None = None  # online modes but trades: the adversarial share of the loss
     robust_check: int = 0  # held-out examples scored under PGD-10 at adv_eps after every epoch
     keep_best_robust: bool = False  # end with the weights of the epoch with the best robust check
+    # a segment of a longer training (refresh_adv): it runs ``epochs`` epochs from epoch
+    # ``epoch_offset`` of ``schedule_epochs``, so that the learning rate and the shuffles go on
+    # where the previous segment stopped
+    epoch_offset: int = 0
+    schedule_epochs: int | None = None
 
     def __post_init__(self):
         if self.mode not in TRAINING_MODES:
@@ -90,6 +95,10 @@ class TrainConfig:
             raise ConfigError(f"robust check examples must not be negative, got {self.robust_check}")
         if self.keep_best_robust and not self.robust_check:
             raise ConfigError("keeping the best robust epoch needs a robust check (--robust-check N)")
+        total = self.schedule_epochs if self.schedule_epochs is not None else self.epochs
+        if self.epoch_offset < 0 or self.epoch_offset + self.epochs > total:
+            raise ConfigError(f"a training segment of {self.epochs} epochs from epoch {self.epoch_offset} does not "
+                              f"fit a schedule of {total}")
         if self.epochs < 0 or self.probe_epochs < 0:
             raise ConfigError(f"epochs must not be negative, got {self.epochs}/{self.probe_epochs}")
         if self.batch_size < 1:
@@ -231,6 +240,20 @@ class _Steps:
         both = mode == TRADES or (mix is not None and mix < 1.0)
         self.updates_per_example = 2 if both else 1
         self.input_grads_per_example = (steps if mode in (PGD_AT, TRADES) else 1) if mode in ONLINE_MODES else 0
+
+
+def _Segment(schedule, offset: int):
+    """``schedule`` read ``offset`` steps on (a segment that goes on from an earlier one)."""
+    import keras
+
+    class Segment(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            return schedule(step + offset)
+
+        def get_config(self):
+            return {"offset": offset, "schedule": schedule.get_config()}
+
+    return Segment() if offset else schedule
 
 
 def _evaluate(steps: _Steps, val: Stream) -> tuple[float, float]:
@@ -388,8 +411,11 @@ def train_stream(model, train: Stream, config: TrainConfig, val: Stream | None =
     lr = config.fine_tune_lr if has_backbone else config.lr
     n = len(train)
     batches_per_epoch = math.ceil(n / config.batch_size)
-    # cosine decay to zero: the last epochs settle instead of leaving a noisy snapshot
-    schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, config.epochs * batches_per_epoch))
+    # cosine decay to zero: the last epochs settle instead of leaving a noisy snapshot; a segment
+    # of a longer training takes its part of the whole schedule
+    total_epochs = config.schedule_epochs if config.schedule_epochs is not None else config.epochs
+    schedule = _Segment(keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_epochs * batches_per_epoch)),
+                        config.epoch_offset * batches_per_epoch)
     augment = _augmenter(config.seed, config.shift) if config.augment else None
     steps = _Steps(model, keras.optimizers.Adam(schedule), config, augment)
     examples_seen = gradient_evals = 0
@@ -397,7 +423,7 @@ def train_stream(model, train: Stream, config: TrainConfig, val: Stream | None =
         epoch_start = time.perf_counter()
         total_loss = total_correct = 0.0
         seen = 0
-        for x, y in train.epoch(epoch):
+        for x, y in train.epoch(config.epoch_offset + epoch):
             loss, correct = steps.train_step(x, y)
             total_loss += float(loss)
             total_correct += float(correct)

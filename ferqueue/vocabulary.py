@@ -28,8 +28,13 @@ RUN_STATES = (PENDING, RUNNING, DONE, FAILED, CANCELLED)
 
 STANDARD, OFFLINE_ADV, ONLINE_FGSM, ONLINE_FGSM_RS = "standard", "offline_adv", "online_fgsm", "online_fgsm_rs"
 N_FGSM, PGD_AT, TRADES = "n_fgsm", "pgd_at", "trades"
+# offline adversarial training whose store is regenerated against the current weights every R
+# epochs (a chain of training segments and generation jobs)
+REFRESH_ADV = "refresh_adv"
 # in the order tables and plots show them
-TRAINING_MODES = (STANDARD, OFFLINE_ADV, ONLINE_FGSM, ONLINE_FGSM_RS, N_FGSM, PGD_AT, TRADES)
+TRAINING_MODES = (STANDARD, OFFLINE_ADV, REFRESH_ADV, ONLINE_FGSM, ONLINE_FGSM_RS, N_FGSM, PGD_AT, TRADES)
+# modes that train on original + stored examples: they need a finished generation job
+STORE_MODES = (OFFLINE_ADV, REFRESH_ADV)
 # online modes regenerate their adversarial examples against the current weights every batch:
 # FGSM; FGSM from a random start with a step of 1.25 eps (FGSM-RS); N-FGSM (noise of 2 eps, a
 # step of eps, no projection); K-step PGD from a random start (PGD-AT); TRADES (clean

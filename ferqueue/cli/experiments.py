@@ -106,6 +106,11 @@ main.command(name="run", help=RUN_HELP)(pipeline_command("run", local_only=True)
               help="Comma list of online modes: online_fgsm, online_fgsm_rs (FGSM with random start), n_fgsm, "
                    "pgd_at, trades.")
 @robust_training_options
+@click.option("--refresh-every", type=int, metavar="R",
+              help="Also train refresh_adv: offline AT whose store is generated again against its current weights "
+                   "every R epochs (a generation job each time, sharded on workers with --submit).")
+@click.option("--refresh-attack", type=click.Choice(["pgd", "fgsm"]), default="pgd", show_default=True,
+              help="refresh_adv: the attack of the regenerated stores (PGD of --adv-steps steps, at --adv-eps).")
 @click.option("--folds", type=int, help="k-fold by subject: run every fold of a subject-disjoint k-fold split.")
 @click.option("--transfer/--no-transfer", default=True, show_default=True,
               help="Also judge every model on test examples made once against the baseline.")
@@ -114,7 +119,8 @@ main.command(name="run", help=RUN_HELP)(pipeline_command("run", local_only=True)
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="With --submit: watch the job and print the tables when it ends (else print its id).")
 @output_options()
-def compare(model_name, adv_eps, online_modes, folds, transfer, submit, wait, out: Output, **kwargs):
+def compare(model_name, adv_eps, online_modes, refresh_every, refresh_attack, folds, transfer, submit, wait,
+            out: Output, **kwargs):
     """Baseline vs offline vs online adversarial training, side by side, with total compute.
 
     Same dataset, split, epochs and seed for all three. Offline stores FGSM examples of the
@@ -127,7 +133,8 @@ def compare(model_name, adv_eps, online_modes, folds, transfer, submit, wait, ou
 
     def make(rt, bars):
         planned = app.plan_compare(rt, options, model_name, adv_eps, online_modes, folds, transfer,
-                                   progress=bars.loading(Path(options.dataset).name), robust=robust)
+                                   progress=bars.loading(Path(options.dataset).name), robust=robust,
+                                   refresh_every=refresh_every, refresh_attack=refresh_attack)
         return planned, (f"{len(planned.splits)} split(s) of {planned.dataset.name}, "
                          f"{planned.facts['n_steps']} steps")
 

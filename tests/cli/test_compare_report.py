@@ -193,3 +193,39 @@ def test_sweep_refuses_a_bad_grid_before_any_job(settings, args, message):
 def test_by_ranks_only_a_sweep(compared):
     bad = CliRunner().invoke(main, ["results", "--experiment", "cmp", "--compare", "--by", "clean"])
     assert bad.exit_code != 0 and "is not one" in bad.output
+
+
+def test_compare_refreshes_the_store_against_the_current_weights(settings):
+    """refresh_adv: 2 segments of 1 epoch; the second starts from the first one's weights, on a
+    store of PGD examples made against them; the schedule spans both; every store is charged."""
+    from ferqueue.db import ledger
+    from ferqueue.db.ledger import find_experiment
+    from ferqueue.db.queries import comparison, training_runs
+    from ferqueue.db.session import open_database
+
+    invoke("compare", *FAST, "--no-transfer", "--online", "n_fgsm", "--refresh-every", "1", "--adv-steps", "2",
+           "--adv-eps", "0.03", "--experiment", "refresh")
+    db = open_database(settings.database_url)
+    exp = find_experiment(db, "refresh")
+    table = comparison(db, exp.id)
+    assert table["modes"] == ["standard", "offline_adv", "refresh_adv", "n_fgsm"]
+    segments = [r for r in training_runs(db, exp.id) if r["mode"] == "refresh_adv"]
+    assert len(segments) == 2 and segments[1]["params"]["init_artifact_id"] == segments[0]["artifact_id"]
+    assert [s["params"]["train"]["epoch_offset"] for s in segments] == [0, 1]
+    first, second = (ledger.run(db, s["run_id"]) for s in segments)
+    assert first.history["lr"][-1] == pytest.approx(0.5 * 3e-3, rel=1e-3) and second.history["lr"][-1] < 1e-9, \
+        "one cosine schedule over both segments (tiny_cnn's lr 3e-3)"
+    second_store = ledger.job(db, second.store_job_id)
+    assert second_store.spec["attacks"] == ["pgd:eps=0.03,steps=2"]
+    assert second_store.spec["artifact_id"] == first.artifact_id, "made against the first segment's weights"
+    n_train = 112
+    compute = {c["mode"]: c for c in table["compute"]}["refresh_adv"]
+    assert compute["gradient_evals"] == 2 * 2 * n_train, "two epochs of original + stored examples"
+    assert compute["generation_evals"] == n_train + 2 * n_train, "the baseline's FGSM store, then PGD-2 against segment 1"
+    cells = {(c["setting"], c["attack"]): c["values"] for c in table["accuracy"]}
+    assert "refresh_adv" in cells[("whitebox", "fgsm-eps0.02")], "the last segment is judged"
+
+
+def test_compare_refuses_a_refresh_that_refreshes_nothing(settings):
+    result = CliRunner().invoke(main, ["compare", *FAST, "--refresh-every", "2"])
+    assert result.exit_code != 0 and "--refresh-every 2 must be at least 1 and below the 2 epochs" in result.output

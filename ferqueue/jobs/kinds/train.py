@@ -1,5 +1,6 @@
 """Training jobs: one model, one mode (standard, offline adversarial on a stored generation job,
-online adversarial), one training run with its costs, one new artifact."""
+online adversarial), one training run with its costs, one new artifact. A job may start from an
+earlier artifact's weights (a segment of refresh_adv training)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from ferqueue.db import ledger
 from ferqueue.errors import ConfigError, LeaseLost, StoreError, describe
 from ferqueue.jobs.checks import required
 from ferqueue.jobs.registry import Finished, JobKind, Spec, register
-from ferqueue.vocabulary import DONE, FAILED, OFFLINE_ADV, STANDARD
+from ferqueue.vocabulary import DONE, FAILED, STANDARD, STORE_MODES
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,8 @@ class TrainSpec(Spec):
     mode: str = STANDARD
     train: dict = field(default_factory=dict)  # TrainConfig fields
     weights: str = "auto"
-    store_job_id: int | None = None  # offline_adv: the generation job whose store it trains on
+    store_job_id: int | None = None  # offline_adv, refresh_adv: the generation job whose store it trains on
+    init_artifact_id: int | None = None  # start from this model's weights instead of a new model
 
     def __post_init__(self):
         from ferqueue.models import MODEL_NAMES, WITH_BACKBONE
@@ -51,8 +53,14 @@ class Train(JobKind):
 
     def check(self, rt, spec: TrainSpec, partial: bool = False) -> None:
         rt.records(spec.dataset_id, spec.split_id)
-        if spec.mode == OFFLINE_ADV:
-            required(spec.store_job_id, "offline adversarial training's store (a finished generation job)", partial)
+        if spec.mode in STORE_MODES:
+            required(spec.store_job_id, f"{spec.mode} training's store (a finished generation job)", partial)
+        if spec.init_artifact_id is not None:
+            start = ledger.artifact(rt.db, spec.init_artifact_id)
+            ds_row, _split = rt.records(spec.dataset_id, spec.split_id)
+            if start.architecture != spec.architecture or start.image_size != ds_row.image_size:
+                raise ConfigError(f"artifact {start.id} is a {start.architecture} at {start.image_size}px; this "
+                                  f"training is a {spec.architecture} at {ds_row.image_size}px")
 
     def finish(self, rt, job, progress) -> Finished:
         spec = self.spec(job.spec)
@@ -60,7 +68,7 @@ class Train(JobKind):
         run = ledger.run_for_job(
             rt.db, job.id, experiment_id=job.experiment_id, dataset_id=ds_row.id, split_id=spec.split_id,
             architecture=spec.architecture, mode=spec.mode, store_job_id=spec.store_job_id,
-            params={"train": spec.train, "weights": spec.weights},
+            params={"train": spec.train, "weights": spec.weights, "init_artifact_id": spec.init_artifact_id},
         )
         try:
             return Finished(self._train(rt, spec, run, ds_row, dataset, split, progress))
@@ -72,30 +80,36 @@ class Train(JobKind):
 
     def _train(self, rt, spec: TrainSpec, run, ds_row, dataset, split, progress) -> dict:
         from ferqueue.data.stream import DatasetExamples, StoredExamples, Stream
-        from ferqueue.models import build_model, save_model
+        from ferqueue.models import build_model, load_model, save_model
         from ferqueue.train import train_stream
 
         rt.tensorflow()
         config = spec.config()
         sources = [DatasetExamples(dataset, split.train)]
         generation = {}
-        if spec.mode == OFFLINE_ADV:  # original + stored examples, shuffled together, read as they go
+        if spec.mode in STORE_MODES:  # original + stored examples, shuffled together, read as they go
             store, generation = _store_of_training_images(rt, spec.store_job_id, ds_row, split)
             sources += [StoredExamples(store, key) for key in store.attacks]
         train = Stream(sources, config.batch_size, config.seed)
         val = Stream([DatasetExamples(dataset, split.test)], max(config.batch_size, 128))
-        built = build_model(spec.architecture, len(ds_row.class_names), ds_row.image_size,
-                            weights=spec.weights, seed=config.seed)
+        if spec.init_artifact_id is not None:  # a fresh copy: the runtime's cached model is not trained on
+            start = ledger.artifact(rt.db, spec.init_artifact_id)
+            model = load_model(rt.artifact_file(start.path, start.sha256, start.size_bytes), start.sha256)
+            num_params, weights = start.num_params, start.weights
+        else:
+            built = build_model(spec.architecture, len(ds_row.class_names), ds_row.image_size,
+                                weights=spec.weights, seed=config.seed)
+            model, num_params, weights = built.model, built.num_params, built.weights
         result = train_stream(
-            built.model, train, config, val,
+            model, train, config, val,
             progress=lambda epoch, epochs, _logs: progress(f"train {spec.architecture} {spec.mode}", epoch, epochs),
         )
         # the lease is checked (progress raises LeaseLost) before anything is recorded
         progress(f"train {spec.architecture} {spec.mode}", result.epochs_run, result.epochs_run)
-        path, sha = save_model(built.model, rt.settings.artifact_root, f"{spec.architecture}-{spec.mode}-run{run.id}")
+        path, sha = save_model(model, rt.settings.artifact_root, f"{spec.architecture}-{spec.mode}-run{run.id}")
         artifact = ledger.register_artifact(
             rt.db, architecture=spec.architecture, path=rt.artifact_put(path), sha256=sha,
-            num_params=built.num_params, image_size=ds_row.image_size, class_names=list(ds_row.class_names), weights=built.weights,
+            num_params=num_params, image_size=ds_row.image_size, class_names=list(ds_row.class_names), weights=weights,
             size_bytes=path.stat().st_size,
         )
         ledger.update_run(

@@ -242,7 +242,7 @@ class _Steps:
         self.input_grads_per_example = (steps if mode in (PGD_AT, TRADES) else 1) if mode in ONLINE_MODES else 0
 
 
-def _Segment(schedule, offset: int):
+def _segment_schedule(schedule, offset: int):
     """``schedule`` read ``offset`` steps on (a segment that goes on from an earlier one)."""
     import keras
 
@@ -414,8 +414,8 @@ def train_stream(model, train: Stream, config: TrainConfig, val: Stream | None =
     # cosine decay to zero: the last epochs settle instead of leaving a noisy snapshot; a segment
     # of a longer training takes its part of the whole schedule
     total_epochs = config.schedule_epochs if config.schedule_epochs is not None else config.epochs
-    schedule = _Segment(keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_epochs * batches_per_epoch)),
-                        config.epoch_offset * batches_per_epoch)
+    cosine = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_epochs * batches_per_epoch))
+    schedule = _segment_schedule(cosine, config.epoch_offset * batches_per_epoch)
     augment = _augmenter(config.seed, config.shift) if config.augment else None
     steps = _Steps(model, keras.optimizers.Adam(schedule), config, augment)
     examples_seen = gradient_evals = 0

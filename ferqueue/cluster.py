@@ -194,8 +194,31 @@ class LocalCluster:
         return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-chars:]}"
                          for path in self.logs.values() if path.exists())
 
+    def stacks(self, timeout: float = 10) -> None:
+        """Have every running worker process (main and pool children) write its threads' Python
+        stacks into its log (SIGUSR2, see workers.celery_app), and wait until they are there."""
+        sizes = {}
+        for proc in self.workers:
+            if proc.poll() is None and proc.pid in self.logs:
+                sizes[proc.pid] = self.logs[proc.pid].stat().st_size
+                os.killpg(proc.pid, signal.SIGUSR2)
+
+        def written():
+            return all("most recent call first" in self.logs[pid].read_text(errors="replace")[size:]
+                       for pid, size in sizes.items())
+
+        try:
+            wait_for(written, timeout, "the workers' stacks")
+        except ClusterTimeout:
+            pass  # a worker too stuck to answer: its log says so by what is missing
+
+    def failure_report(self) -> str:
+        """What a timed-out wait shows: the workers' stacks, then every log's tail."""
+        self.stacks()
+        return self.log_tail(chars=12000)
+
     def wait(self, predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.25) -> T:
-        return wait_for(predicate, timeout, what, interval, self.log_tail)
+        return wait_for(predicate, timeout, what, interval, self.failure_report)
 
     def wait_for_job(self, rt, job_id: int, timeout: float = 180, interval: float = 0.25):
         """The job's record once it is finished (done, failed or cancelled)."""

@@ -10,6 +10,10 @@ work whose lease expired.
 
 from __future__ import annotations
 
+import faulthandler
+import signal
+import sys
+
 from celery import signals
 
 from ferqueue.config import load_settings
@@ -37,11 +41,20 @@ def reset_runtime() -> None:
     _runtime = None
 
 
+def _stacks_on_sigusr2() -> None:
+    """``kill -USR2`` prints every thread's Python stack to the worker's real stderr (its log):
+    what a stuck worker is doing, without stopping it. (Not USR1: pool children take it as the
+    soft time limit, and the main process as Celery's own, logged, stack dump.)"""
+    faulthandler.register(signal.SIGUSR2, file=sys.__stderr__, all_threads=True)
+
+
 @signals.worker_init.connect
 def _refuse_to_start_unready(**_kwargs) -> None:
     """Stop a worker that would consume tasks it cannot run: no broker URL (Celery would fall
     back to amqp://localhost) or a ledger that is not migrated to head."""
     from ferqueue.db.session import dispose_engines, open_database
+
+    _stacks_on_sigusr2()
 
     settings = load_settings()
     try:
@@ -60,6 +73,7 @@ def _fresh_child(**_kwargs) -> None:
     (TensorFlow imported and started) before its first task: a job's first shard does not pay it."""
     from ferqueue.db.session import dispose_engines
 
+    _stacks_on_sigusr2()
     dispose_engines()
     reset_runtime()
     runtime().warm_up()

@@ -9,9 +9,9 @@ with the attack's output; an encoding that does not reproduce them is not used.
 - ``sign``: FGSM without a random start, x_adv = clip(clip(x + eps * s, x - eps, x + eps), 0, 1)
   with s in {-1, 0, +1}: s as int8, redone with the attack's own float32 arithmetic.
 - ``xor``: any other perturbation (PGD, FGSM with a random start): the bit patterns of x_adv
-  XOR those of x, as uint32. Exact by construction; the high bytes are mostly zero, which the
-  byte-shuffle and gzip filters turn into little.
-- ``dense``: the float32 images themselves (shuffle + gzip), when no originals are at hand.
+  XOR those of x, as uint32. Exact by construction; the high bytes are mostly zero, which gzip
+  turns into little (byte-shuffle does worse here: see ops/bench/store_filters.py).
+- ``dense``: the float32 images themselves (gzip), when no originals are at hand.
 
 Every encoding but ``dense`` needs the original images to decode: the dataset is the other half
 of the store (``originals`` below: a function from source indices to float32 images).

@@ -47,7 +47,11 @@ FIELDS = {
 _PROVENANCE = ("model_sha256", "dataset_fingerprint", "split_fingerprint", "image_size")
 _FIELD_CHUNK = 4096  # examples per chunk of a per-example field
 _IMAGE_CHUNK = 64  # examples per chunk of images: a training batch reads few chunks
-_FILTER = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+_FILTER = {"compression": "gzip", "compression_opts": 1, "shuffle": True}  # per-example fields
+# images (signs, XOR bits, dense float32): gzip 4 without byte-shuffle, chosen by measurement
+# (ops/bench/store_filters.py, results in ops/bench/results/): against shuffle + gzip 1 it keeps
+# FGSM signs in 22% fewer bytes and PGD's XOR bits in 17% fewer; shuffle made the XOR bits larger
+_IMAGE_FILTER = {"compression": "gzip", "compression_opts": 4}
 
 
 @dataclass(frozen=True)
@@ -68,12 +72,12 @@ def _attr(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _create(handle: h5py.File, name: str, data: np.ndarray, chunk: int) -> None:
+def _create(handle: h5py.File, name: str, data: np.ndarray, chunk: int, filters: dict = _FILTER) -> None:
     """A compressed dataset chunked along examples (an empty one unchunked, as HDF5 requires)."""
     if len(data) == 0:
         handle.create_dataset(name, data=data)
     else:
-        handle.create_dataset(name, data=data, chunks=(min(len(data), chunk), *data.shape[1:]), **_FILTER)
+        handle.create_dataset(name, data=data, chunks=(min(len(data), chunk), *data.shape[1:]), **filters)
 
 
 # ---- shards -------------------------------------------------------------------------------------
@@ -113,7 +117,7 @@ def write_shard(store_dir: Path, index: int, result, source_index: np.ndarray, a
 
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as handle:
-            _create(handle, DATASET[encoding], stored, _IMAGE_CHUNK)
+            _create(handle, DATASET[encoding], stored, _IMAGE_CHUNK, _IMAGE_FILTER)
             _write_fields(handle, values)
             handle.attrs.update(_json_attrs({
                 "format_version": FORMAT_VERSION,
@@ -454,7 +458,7 @@ def export_store(store: AdversarialStore, out_path: Path) -> tuple[str, int]:
                     if written == 0:
                         group.create_dataset("images", shape=(n, *part["images"].shape[1:]), dtype=np.float32,
                                              chunks=(min(max(n, 1), _IMAGE_CHUNK), *part["images"].shape[1:]),
-                                             **_FILTER)
+                                             **_IMAGE_FILTER)
                         for name, (_stored, read) in FIELDS.items():
                             group.create_dataset(name, shape=(n,), dtype=read)
                     stop = written + len(part["images"])

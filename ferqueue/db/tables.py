@@ -22,7 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column
 
 from ferqueue.vocabulary import EVAL_SETTINGS, JOB_STATES, PENDING, RUN_STATES, SHARD_STATES, TRAINING_MODES
 
@@ -228,3 +228,8 @@ class EvaluationRow(Base):
     unmapped: Mapped[dict | None] = mapped_column(JSON)
     seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+# configured now, on import, not on a first query: SQLAlchemy configures mappers under a global
+# lock, which a process forked at that moment (a worker's new pool child) would inherit held
+configure_mappers()

@@ -18,6 +18,7 @@ What it does not: tasks still waiting in a queue that the broker lost (no lease 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 from ferqueue.db import ledger
@@ -27,6 +28,41 @@ from ferqueue.jobs.registry import kind
 from ferqueue.vocabulary import RUNNING
 
 log = logging.getLogger("ferqueue.supervisor")
+
+# A worker's main process forks its pool children (a killed one is replaced at once) while this
+# thread may be inside SQLAlchemy, the database driver or kombu, holding their locks: a child
+# forked then inherits those locks, held for ever, and hangs on its first query (seen under load:
+# SQLAlchemy's mapper-configuration lock). So a sweep holds _quiet, and a fork waits for it.
+_quiet = threading.Lock()
+_fork_holds = False
+_forks_guarded = False
+FORK_WAIT_SECONDS = 120  # a sweep stuck longer than this (a database away) lets the fork go on
+
+
+def _before_fork() -> None:
+    global _fork_holds
+    _fork_holds = _quiet.acquire(timeout=FORK_WAIT_SECONDS)
+
+
+def _after_fork_in_parent() -> None:
+    global _fork_holds
+    if _fork_holds:
+        _fork_holds = False
+        _quiet.release()
+
+
+def _after_fork_in_child() -> None:
+    global _quiet, _fork_holds
+    _quiet, _fork_holds = threading.Lock(), False  # the child's own, free: it has no sweep under way
+
+
+def guard_forks() -> None:
+    """Make every later fork of this process wait for a sweep under way (once per process)."""
+    global _forks_guarded
+    if not _forks_guarded:
+        os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                            after_in_child=_after_fork_in_child)
+        _forks_guarded = True
 
 
 def sweep(executor: Executor) -> list[str]:
@@ -78,6 +114,7 @@ class Supervisor:
         self._thread = threading.Thread(target=self._run, name="ferqueue-supervisor", daemon=True)
 
     def start(self) -> Supervisor:
+        guard_forks()
         self._thread.start()
         return self
 
@@ -89,7 +126,9 @@ class Supervisor:
     def _run(self) -> None:
         while not self._stop.wait(self.period):
             try:
-                for line in sweep(self.executor):
+                with _quiet:
+                    lines = sweep(self.executor)
+                for line in lines:
                     log.warning("supervisor: %s", line)
             except Exception as exc:  # noqa: BLE001 - the next period tries again
                 log.warning("supervisor: sweep failed, trying again in %s s: %s", self.period, exc)

@@ -103,3 +103,40 @@ def test_a_poison_shard_stops_after_its_attempts_and_the_job_names_it(make_clust
     assert f"attempt 2 on {victim.worker} was lost" in failed.error, failed.error
     shard = ledger.shard(rt.db, victim.id)
     assert shard.status == "failed" and shard.attempts == 2
+
+
+def test_a_fork_waits_for_the_supervisor_s_sweep_under_way():
+    """A worker forks a new pool child while its supervisor thread may hold library locks (in
+    SQLAlchemy, the driver, kombu): the fork waits until the sweep under way is over, so no child
+    starts with a lock held for ever. Here a sweep holds on until the fork has been asked for."""
+    import threading
+
+    from ferqueue.jobs import supervise
+
+    supervise.guard_forks()
+    inside, asked, forked, order = threading.Event(), threading.Event(), threading.Event(), []
+
+    def sweep():
+        with supervise._quiet:
+            inside.set()
+            asked.wait(30)
+            # the fork cannot complete while the sweep holds the lock
+            order.append("fork finished early" if forked.wait(1) else "sweep over")
+
+    def fork():
+        asked.set()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        order.append("forked")
+        forked.set()
+
+    sweeper = threading.Thread(target=sweep)
+    sweeper.start()
+    assert inside.wait(30)
+    forker = threading.Thread(target=fork)
+    forker.start()
+    sweeper.join(60)
+    forker.join(60)
+    assert order == ["sweep over", "forked"]

@@ -185,7 +185,10 @@ class Bench:
         actor_args = {"model_path": str(self.artifact.path), "sha256": self.artifact.sha256,
                       "cache": str(self.cache_file), "index": str(index_file), "labels": str(labels_file),
                       "eps": self.args.eps}
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # logical CPUs are scheduling tokens: the 2 one-CPU actors do the attack, and Ray Data's
+        # read and write tasks need tokens of their own, or they wait for ever behind the actors
+        # (2 tokens hung at "backpressured: ResourceBudget" with Ray 2.60); 2 cores all the same
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
         rows = []
         try:
             for n in sizes:

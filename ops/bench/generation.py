@@ -215,6 +215,9 @@ class Bench:
                 written = sum(np.load(f, mmap_mode="r").shape[0] for f in out_dir.glob("*.npy"))
                 if written != n:
                     raise SystemExit(f"Ray wrote {written} examples for a job of {n}")
+                # this job's own rate: _measure divides by the benchmark's whole image count
+                for way in (cold, warm):
+                    way["images_per_second"] = round(n / way["seconds"], 2)
                 rows.append({
                     "images": n, "ferqueue_worker_start_seconds": round(start_seconds, 2),
                     "ferqueue_cold": {k: cold[k] for k in ("seconds", "images_per_second")},

@@ -59,7 +59,7 @@ def main() -> None:
     for key in ("FERQUEUE_DATABASE_URL", "FERQUEUE_STORE_ROOT", "FERQUEUE_ARTIFACT_ROOT", "FERQUEUE_CACHE_DIR"):
         env.pop(key, None)
     os.environ.update({k: v for k, v in env.items() if k.startswith("FERQUEUE_")})
-    out: dict = {"dataset": args.dataset, "workers": args.workers, "tf_threads": args.tf_threads,
+    out: dict = {"dataset": os.path.relpath(args.dataset, REPO) if os.path.isabs(args.dataset) else args.dataset, "workers": args.workers, "tf_threads": args.tf_threads,
                  "shard_size": args.shard_size, "attack": f"fgsm:eps={args.eps:g}", "cpu_count": os.cpu_count()}
     started = time.perf_counter()
     args.home.mkdir(parents=True, exist_ok=True)

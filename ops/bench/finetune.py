@@ -19,6 +19,8 @@ import os
 import time
 from pathlib import Path
 
+REPO_ROOT = Path(__file__).resolve().parents[2]  # paths in the JSON are relative to the project
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -42,7 +44,7 @@ def main() -> None:
     split = make_split(data, "random", seed=args.seed)
     x, y = data.take(split.train)
     xt, yt = data.take(split.test)
-    out = {"dataset": data.source, "n_train": len(x), "n_test": len(xt), "epochs": args.epochs,
+    out = {"dataset": os.path.relpath(data.source, REPO_ROOT), "n_train": len(x), "n_test": len(xt), "epochs": args.epochs,
            "load_average": os.getloadavg()}
 
     def accuracy(model) -> float:

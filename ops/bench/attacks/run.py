@@ -204,7 +204,7 @@ def _trained_model(args, data, split):
         "train_seconds": result.wall_seconds,
     }
     meta_path.write_text(json.dumps(meta, indent=2))
-    return built.model, {**meta, "path": str(path), "trained": True}
+    return built.model, {**meta, "path": os.path.relpath(path, ROOT), "trained": True}
 
 
 class _Limit:

@@ -52,12 +52,11 @@ class Train(JobKind):
     finish_name = "training"
 
     def check(self, rt, spec: TrainSpec, partial: bool = False) -> None:
-        rt.records(spec.dataset_id, spec.split_id)
+        ds_row, _split = rt.records(spec.dataset_id, spec.split_id)
         if spec.mode in STORE_MODES:
             required(spec.store_job_id, f"{spec.mode} training's store (a finished generation job)", partial)
         if spec.init_artifact_id is not None:
             start = ledger.artifact(rt.db, spec.init_artifact_id)
-            ds_row, _split = rt.records(spec.dataset_id, spec.split_id)
             if start.architecture != spec.architecture or start.image_size != ds_row.image_size:
                 raise ConfigError(f"artifact {start.id} is a {start.architecture} at {start.image_size}px; this "
                                   f"training is a {spec.architecture} at {ds_row.image_size}px")
